@@ -1,0 +1,103 @@
+"""Decode any WAV into mono float32 at the target rate and duration.
+
+Handles 8/16/24/32-bit integer and float PCM, WAVE_FORMAT_EXTENSIBLE and multichannel files (raw 8-channel MIMII is
+downmixed by averaging the channels). Problems raise :class:`AudioError`, whose message names the file, what is wrong
+and what to do about it.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import struct
+
+import numpy as np
+import soundfile as sf
+from scipy import signal
+
+SAMPLE_RATE = 16_000
+DURATION_S = 10.0
+
+log = logging.getLogger(__name__)
+
+
+class AudioError(ValueError):
+    """A clip that cannot be used. ``path`` names the file; the message says what is wrong and the fix."""
+
+    def __init__(self, path: str, problem: str, fix: str = "replace or remove the file"):
+        self.path, self.problem = path, problem
+        super().__init__(f"{path}: {problem}; {fix}")
+
+
+def _check_riff(path: str) -> None:
+    """Catch WAV files whose data chunk is shorter than its header promises (libsndfile reads them silently)."""
+    size = os.path.getsize(path)
+    with open(path, "rb") as handle:
+        header = handle.read(12)
+        if len(header) < 12 or header[:4] not in (b"RIFF", b"RF64") or header[8:12] != b"WAVE":
+            return  # not RIFF/WAVE: leave the verdict to libsndfile
+        if header[:4] == b"RF64":
+            return
+        offset = 12
+        while offset + 8 <= size:
+            handle.seek(offset)
+            chunk_id, chunk_size = struct.unpack("<4sI", handle.read(8))
+            if chunk_id == b"data":
+                available = size - offset - 8
+                if chunk_size > available:
+                    raise AudioError(path, f"truncated WAV: the header promises {chunk_size} bytes of audio but only "
+                                     f"{available} are present", "re-copy or re-download the file")
+                return
+            offset += 8 + chunk_size + (chunk_size & 1)
+        raise AudioError(path, "WAV file has no data chunk", "re-copy or re-download the file")
+
+
+def read_wav(path: str) -> tuple[np.ndarray, int]:
+    """(samples [frames, channels] float32 in [-1, 1], sample rate), or AudioError."""
+    if not os.path.isfile(path):
+        raise AudioError(path, "file not found", "check the path")
+    if os.path.getsize(path) == 0:
+        raise AudioError(path, "file is empty (0 bytes)")
+    _check_riff(path)
+    try:
+        samples, rate = sf.read(path, dtype="float32", always_2d=True)
+    except (sf.LibsndfileError, RuntimeError, TypeError) as error:
+        raise AudioError(path, f"not a readable audio file ({error})") from None
+    if samples.shape[0] == 0:
+        raise AudioError(path, "audio has no samples")
+    if not np.isfinite(samples).all():
+        raise AudioError(path, "audio holds NaN or inf samples")
+    return samples, rate
+
+
+def to_mono(samples: np.ndarray) -> np.ndarray:
+    """[frames, channels] -> [frames], averaging channels (MIMII's 8-channel array becomes one virtual microphone)."""
+    return samples.mean(axis=1, dtype=np.float32) if samples.shape[1] > 1 else samples[:, 0]
+
+
+def resample(wave: np.ndarray, rate: int, target_rate: int) -> np.ndarray:
+    """Polyphase resampling (exact rational ratio), float32 out."""
+    if rate == target_rate:
+        return wave
+    divisor = np.gcd(rate, target_rate)
+    return signal.resample_poly(wave, target_rate // divisor, rate // divisor).astype(np.float32)
+
+
+def fit_length(wave: np.ndarray, num_samples: int, path: str = "<array>") -> np.ndarray:
+    """Zero-pad or crop to ``num_samples``, with a warning when the length changes."""
+    if len(wave) == num_samples:
+        return wave
+    log.warning("%s: %d samples instead of %d; %s", path, len(wave), num_samples,
+                "zero-padded" if len(wave) < num_samples else "cropped")
+    if len(wave) > num_samples:
+        return wave[:num_samples]
+    return np.pad(wave, (0, num_samples - len(wave)))
+
+
+def load_audio(path: str, sample_rate: int = SAMPLE_RATE, duration_s: float | None = DURATION_S) -> np.ndarray:
+    """A clip as mono float32 at ``sample_rate``, padded or cropped to ``duration_s`` (None keeps its length)."""
+    samples, rate = read_wav(path)
+    wave = resample(to_mono(samples), rate, sample_rate)
+    if duration_s is not None:
+        wave = fit_length(wave, int(round(duration_s * sample_rate)), path)
+    return np.ascontiguousarray(wave, dtype=np.float32)

@@ -1,0 +1,245 @@
+"""Log-mel features as the DCASE 2020 baseline computes them, and their on-disk cache."""
+
+from __future__ import annotations
+
+import concurrent.futures
+import dataclasses
+import hashlib
+import itertools
+import json
+import logging
+import multiprocessing
+import os
+import zlib
+from collections.abc import Sequence
+
+import numpy as np
+
+log = logging.getLogger(__name__)
+
+
+@dataclasses.dataclass(frozen=True)
+class FeatureConfig:
+    """DCASE 2020 baseline front end: librosa mel, n_fft 1024, hop 512, 128 mels, power 2, 10*log10(mel + eps)."""
+
+    sample_rate: int = 16_000
+    duration_s: float = 10.0
+    n_fft: int = 1024
+    hop_length: int = 512
+    n_mels: int = 128
+    power: float = 2.0
+    fmin: float = 0.0
+    fmax: float | None = None
+    eps: float = float(np.finfo(np.float32).eps)
+
+    @property
+    def num_frames(self) -> int:
+        """Frames per clip: librosa centres frames, so 1 + samples // hop (313 for 10 s at 16 kHz, hop 512)."""
+        return 1 + int(round(self.duration_s * self.sample_rate)) // self.hop_length
+
+
+def log_mel(wave: np.ndarray, config: FeatureConfig = FeatureConfig()) -> np.ndarray:
+    """[samples] float32 -> [frames, n_mels] float32 log-mel (dB)."""
+    import librosa
+
+    mel = librosa.feature.melspectrogram(
+        y=wave, sr=config.sample_rate, n_fft=config.n_fft, hop_length=config.hop_length, n_mels=config.n_mels,
+        power=config.power, fmin=config.fmin, fmax=config.fmax)
+    return (10.0 * np.log10(mel + config.eps)).T.astype(np.float32)
+
+
+# ----------------------------------------------------------------------------------------------------------------------
+# On-disk cache: one float32 array [clips, frames, mels] read back as a memory map, plus a JSON index.
+
+_CACHE_VERSION = 1
+_DATA_FILE, _INDEX_FILE = "features.f32", "index.json"
+
+
+@dataclasses.dataclass
+class FeatureSet:
+    """Log-mel features of the clips that loaded, in clip order, and the clips that were skipped."""
+
+    features: np.ndarray  # [num_clips, frames, n_mels] float32, usually a read-only memory map
+    paths: list[str]
+    skipped: list[dict]  # {"file": path, "error": message}
+    cache_dir: str | None = None
+    cache_hit: bool = False
+
+
+def default_cache_root() -> str:
+    return os.environ.get("ASD_JAX_CACHE_DIR") or os.path.join(os.path.expanduser("~"), ".cache", "asd_jax")
+
+
+def cache_key(paths: Sequence[str], config: FeatureConfig) -> str:
+    """Hash of the clip list (path, size, mtime) and the feature config: a change of either rebuilds the cache."""
+    digest = hashlib.sha256(json.dumps({"version": _CACHE_VERSION, "config": dataclasses.asdict(config)}).encode())
+    for path in paths:
+        stat = os.stat(path) if os.path.exists(path) else None
+        digest.update(f"{os.path.abspath(path)}|{stat and stat.st_size}|{stat and stat.st_mtime_ns}\n".encode())
+    return digest.hexdigest()[:24]
+
+
+def _sample_rows(num_rows: int) -> list[int]:
+    """Rows whose checksum guards against corruption: up to 64 spread over the array, first and last included."""
+    return sorted(set(np.linspace(0, num_rows - 1, num=min(num_rows, 64)).astype(int).tolist())) if num_rows else []
+
+
+def _checksum(features: np.ndarray) -> int:
+    crc = 0
+    for row in _sample_rows(len(features)):
+        crc = zlib.crc32(np.ascontiguousarray(features[row]).tobytes(), crc)
+    return crc
+
+
+def _extract(path: str, config: FeatureConfig) -> tuple[np.ndarray | None, str | None]:
+    """Worker: (log-mel, None) or (None, error message). Never raises for a bad clip."""
+    from asd_jax.data.audio import AudioError, load_audio
+
+    try:
+        wave = load_audio(path, config.sample_rate, config.duration_s)
+        return log_mel(wave, config), None
+    except AudioError as error:
+        return None, str(error)
+    except Exception as error:  # noqa: BLE001 - anything a broken file throws is reported, never fatal to the run
+        return None, f"{path}: {type(error).__name__}: {error}"
+
+
+def _load_cached(directory: str, key: str, verify: str) -> FeatureSet | None:
+    """The cached set, or None when it is missing, from another key, truncated or corrupt."""
+    try:
+        with open(os.path.join(directory, _INDEX_FILE)) as handle:
+            index = json.load(handle)
+        shape = tuple(index["shape"])
+        data_path = os.path.join(directory, _DATA_FILE)
+        if index["key"] != key or os.path.getsize(data_path) != int(np.prod(shape)) * 4:
+            return None
+        features = np.memmap(data_path, dtype=np.float32, mode="r", shape=shape) if shape[0] else \
+            np.zeros(shape, np.float32)
+        if verify == "full":
+            if index.get("full_crc") is not None and zlib.crc32(features.tobytes()) != index["full_crc"]:
+                return None
+        elif _checksum(features) != index["checksum"]:
+            return None
+        return FeatureSet(features, index["paths"], index["skipped"], directory, cache_hit=True)
+    except (OSError, ValueError, KeyError, TypeError):
+        return None
+
+
+def extract_features(
+    paths: Sequence[str],
+    config: FeatureConfig = FeatureConfig(),
+    cache_root: str | None = None,
+    num_workers: int | None = None,
+    progress: bool = True,
+    verify: str = "sample",
+    description: str = "log-mel",
+) -> FeatureSet:
+    """Log-mel features of ``paths``, from the cache when it is valid, else built in parallel and cached.
+
+    A clip that cannot be read is skipped and listed in ``FeatureSet.skipped``. ``cache_root=""`` disables the cache
+    (features are kept in memory). ``verify="full"`` checks a CRC of the whole array on load, ``"sample"`` (default)
+    a CRC of up to 64 rows spread over it plus the file size, which catches truncation at no cost.
+    """
+    paths = [str(p) for p in paths]
+    use_cache = cache_root != ""
+    key = cache_key(paths, config)
+    directory = os.path.join(cache_root or default_cache_root(), "features", key) if use_cache else None
+    if use_cache and (cached := _load_cached(directory, key, verify)) is not None:
+        return cached
+
+    shape = (len(paths), config.num_frames, config.n_mels)
+    if use_cache:
+        os.makedirs(directory, exist_ok=True)
+        for name in (_INDEX_FILE, _DATA_FILE):  # the index goes first: a half-written cache is never valid
+            if os.path.exists(os.path.join(directory, name)):
+                os.remove(os.path.join(directory, name))
+        data_path = os.path.join(directory, _DATA_FILE)
+        output = np.memmap(data_path, dtype=np.float32, mode="w+", shape=shape) if paths else None
+    else:
+        output = np.empty(shape, np.float32)
+
+    kept, skipped = [], []
+    for path, (features, error) in zip(paths, _map_extract(paths, config, num_workers, progress, description)):
+        if error is not None:
+            log.warning("skipping clip: %s", error)
+            skipped.append({"file": path, "error": error})
+            continue
+        output[len(kept)] = features
+        kept.append(path)
+
+    if not use_cache:
+        return FeatureSet(output[: len(kept)], kept, skipped)
+    final_shape = (len(kept), *shape[1:])
+    if output is not None:
+        output.flush()
+        del output
+    with open(data_path, "ab"):
+        os.truncate(data_path, int(np.prod(final_shape)) * 4)
+    features = np.memmap(data_path, dtype=np.float32, mode="r", shape=final_shape) if kept else \
+        np.zeros(final_shape, np.float32)
+    index = {"key": key, "shape": list(final_shape), "config": dataclasses.asdict(config), "paths": kept,
+             "skipped": skipped, "checksum": _checksum(features),
+             "full_crc": zlib.crc32(features.tobytes()) if verify == "full" else None}
+    temporary = os.path.join(directory, _INDEX_FILE + ".tmp")
+    with open(temporary, "w") as handle:
+        json.dump(index, handle)
+    os.replace(temporary, os.path.join(directory, _INDEX_FILE))
+    return FeatureSet(features, kept, skipped, directory, cache_hit=False)
+
+
+def _map_extract(paths, config, num_workers, progress, description):
+    """(features, error) per path in order, over a pool of processes (spawned: the parent may hold JAX threads)."""
+    from tqdm.auto import tqdm
+
+    workers = min(num_workers or os.cpu_count() or 1, max(len(paths), 1))
+    bar = tqdm(total=len(paths), desc=description, unit="clip", disable=not progress, leave=False)
+    try:
+        if workers <= 1 or len(paths) < 8:
+            for path in paths:
+                yield _extract(path, config)
+                bar.update()
+            return
+        context = multiprocessing.get_context("spawn")
+        with concurrent.futures.ProcessPoolExecutor(workers, mp_context=context) as pool:
+            for result in pool.map(_extract, paths, itertools.repeat(config), chunksize=8):
+                yield result
+                bar.update()
+    finally:
+        bar.close()
+
+
+# ----------------------------------------------------------------------------------------------------------------------
+# Normalisation: per-mel-bin statistics of the training clips only, stored with the run.
+
+
+@dataclasses.dataclass(frozen=True)
+class Normalizer:
+    mean: np.ndarray  # [n_mels]
+    std: np.ndarray  # [n_mels]
+
+    @classmethod
+    def fit(cls, features: np.ndarray, chunk: int = 256) -> "Normalizer":
+        """Per-bin mean and std over all frames of ``features`` [clips, frames, mels], streamed in chunks."""
+        if len(features) == 0:
+            raise ValueError("cannot fit normalisation statistics on zero training clips")
+        total = np.zeros(features.shape[-1], np.float64)
+        total_sq = np.zeros_like(total)
+        for start in range(0, len(features), chunk):
+            block = np.asarray(features[start:start + chunk], np.float64)
+            total += block.sum(axis=(0, 1))
+            total_sq += np.square(block).sum(axis=(0, 1))
+        count = features.shape[0] * features.shape[1]
+        mean = total / count
+        std = np.sqrt(np.maximum(total_sq / count - mean**2, 0.0))
+        return cls(mean.astype(np.float32), np.maximum(std, 1e-3).astype(np.float32))
+
+    def __call__(self, features: np.ndarray) -> np.ndarray:
+        return ((features - self.mean) / self.std).astype(np.float32)
+
+    def save(self, path: str) -> None:
+        np.savez(path, mean=self.mean, std=self.std)
+
+    @classmethod
+    def load(cls, path: str) -> "Normalizer":
+        with np.load(path) as stats:
+            return cls(stats["mean"], stats["std"])

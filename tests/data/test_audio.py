@@ -1,0 +1,79 @@
+import logging
+import os
+
+import numpy as np
+import pytest
+import soundfile as sf
+
+from asd_jax.data import audio
+from tests.conftest import write_wav
+
+
+@pytest.mark.parametrize("subtype", ["PCM_U8", "PCM_16", "PCM_24", "PCM_32", "FLOAT", "DOUBLE"])
+def test_every_pcm_format_loads_as_float32(tmp_path, subtype):
+    path = str(tmp_path / "normal_id_00_00000000.wav")
+    original = write_wav(path, seconds=0.5, subtype=subtype)
+    wave = audio.load_audio(path, duration_s=None)
+    assert wave.dtype == np.float32 and wave.shape == (8000,)
+    tolerance = 1e-2 if subtype == "PCM_U8" else 1e-4
+    np.testing.assert_allclose(wave, original[:, 0], atol=tolerance)
+
+
+def test_multichannel_is_averaged_and_resampled(tmp_path):
+    path = str(tmp_path / "clip.wav")
+    data = write_wav(path, seconds=1.0, rate=48_000, channels=8)
+    wave = audio.load_audio(path, duration_s=None)
+    assert wave.shape == (16_000,)
+    direct = audio.resample(data.mean(axis=1), 48_000, 16_000)
+    np.testing.assert_allclose(wave, direct, atol=1e-4)
+
+
+def test_resample_keeps_a_tone():
+    t = np.arange(44_100) / 44_100
+    tone = np.sin(2 * np.pi * 440 * t).astype(np.float32)
+    out = audio.resample(tone, 44_100, 16_000)
+    spectrum = np.abs(np.fft.rfft(out))
+    assert len(out) == 16_000 and abs(np.argmax(spectrum) - 440) <= 1
+
+
+def test_length_is_padded_or_cropped_with_warning(tmp_path, caplog):
+    path = str(tmp_path / "short.wav")
+    write_wav(path, seconds=0.25)
+    with caplog.at_level(logging.WARNING):
+        wave = audio.load_audio(path, duration_s=0.5)
+    assert wave.shape == (8000,) and np.all(wave[4000:] == 0) and "zero-padded" in caplog.text
+    assert audio.load_audio(path, duration_s=0.1).shape == (1600,)
+
+
+def test_bad_files_raise_errors_naming_the_file(tmp_path):
+    empty = tmp_path / "empty.wav"
+    empty.write_bytes(b"")
+    text = tmp_path / "text.wav"
+    text.write_text("this is not audio at all" * 10)
+    full = str(tmp_path / "full.wav")
+    write_wav(full, seconds=0.5)
+    truncated = tmp_path / "truncated.wav"
+    truncated.write_bytes(open(full, "rb").read()[:5000])
+    nan = str(tmp_path / "nan.wav")
+    sf.write(nan, np.array([0.0, np.nan, 0.1], np.float32), 16_000, subtype="FLOAT")
+    cases = {str(empty): "empty", str(text): "not a readable audio file", str(truncated): "truncated",
+             nan: "NaN", str(tmp_path / "missing.wav"): "not found"}
+    for path, problem in cases.items():
+        with pytest.raises(audio.AudioError, match=problem) as info:
+            audio.load_audio(path)
+        assert info.value.path == path and os.path.basename(path) in str(info.value)
+
+
+def test_real_8_channel_mimii_downmixes(realdata):
+    path = os.path.join(realdata, "mimii_8ch_brmdv", "slider", "slider_normal.wav")
+    assert sf.info(path).channels == 8
+    wave = audio.load_audio(path)
+    samples, _ = audio.read_wav(path)
+    assert wave.shape == (160_000,) and np.isfinite(wave).all()
+    np.testing.assert_allclose(wave, samples.mean(axis=1), atol=1e-6)
+
+
+def test_real_dcase_clip_loads(realdata):
+    path = os.path.join(realdata, "dcase2020t2_dev_mamisoa", "slider", "anomaly_id_00_00000000.wav")
+    wave = audio.load_audio(path)
+    assert wave.shape == (160_000,) and wave.dtype == np.float32 and 0 < np.abs(wave).max() <= 1
