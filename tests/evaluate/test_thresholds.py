@@ -1,0 +1,82 @@
+"""Threshold policies: known values, a gamma fit that recovers its quantile, and an oracle checked by brute force."""
+
+import numpy as np
+import pytest
+from scipy import stats
+
+from asd_jax.evaluate.metrics import classification_metrics
+from asd_jax.evaluate.thresholds import Threshold, choose_threshold
+
+
+def test_normal_quantile_on_a_known_array():
+    threshold = choose_threshold("normal_quantile", normal_scores=np.arange(11.0))
+    assert threshold == Threshold("normal_quantile", pytest.approx(9.0), test_tuned=False, quantile=0.9)
+    assert choose_threshold(normal_scores=np.arange(11.0), quantile=0.5).value == pytest.approx(5.0)
+
+
+def test_gamma_fit_recovers_a_known_quantile():
+    samples = stats.gamma.rvs(3.0, scale=2.0, size=20_000, random_state=np.random.default_rng(0))
+    threshold = choose_threshold("gamma_fit", normal_scores=samples, quantile=0.9)
+    assert threshold.value == pytest.approx(stats.gamma.ppf(0.9, 3.0, scale=2.0), rel=0.02)
+    assert not threshold.test_tuned and threshold.quantile == 0.9
+
+
+def test_gamma_fit_handles_scores_that_are_not_all_positive():
+    samples = np.random.default_rng(1).normal(-5.0, 1.0, size=5_000)
+    threshold = choose_threshold("gamma_fit", normal_scores=samples, quantile=0.9)
+    assert threshold.value == pytest.approx(np.quantile(samples, 0.9), abs=0.2)
+    assert choose_threshold("gamma_fit", normal_scores=[2.0, 2.0, 2.0]).value == 2.0
+
+
+def test_fixed():
+    assert choose_threshold("fixed", value=1.5) == Threshold("fixed", 1.5, test_tuned=False)
+
+
+def _best_f1_by_brute_force(labels, scores):
+    unique = np.unique(scores)
+    candidates = np.concatenate([[unique[0] - 1.0], unique, (unique[1:] + unique[:-1]) / 2])
+    return max(classification_metrics(labels, scores, t)["f1_anomaly"] for t in candidates)
+
+
+@pytest.mark.parametrize("seed", range(5))
+def test_oracle_f1_maximises_f1_and_is_test_tuned(seed):
+    rng = np.random.default_rng(seed)
+    labels = rng.integers(0, 2, size=15)
+    labels[0] = 1
+    scores = np.round(rng.normal(size=15) + labels, 1)  # rounding makes ties
+    threshold = choose_threshold("oracle_f1", test_labels=labels, test_scores=scores)
+    assert threshold.test_tuned and threshold.policy == "oracle_f1"
+    achieved = classification_metrics(labels, scores, threshold.value)["f1_anomaly"]
+    assert achieved == pytest.approx(_best_f1_by_brute_force(labels, scores))
+
+
+def test_oracle_f1_small_case():
+    # Calling only the top clip (0.9) anomalous gives F1 2/3; calling the top three gives 2*2/(3+2) = 0.8;
+    # calling all four gives 2*2/(4+2) = 2/3. Best: threshold at the highest score still called normal, 0.1.
+    threshold = choose_threshold("oracle_f1", test_labels=[0, 0, 1, 1], test_scores=[0.1, 0.5, 0.4, 0.9])
+    assert threshold.value == 0.1
+    assert classification_metrics([0, 0, 1, 1], [0.1, 0.5, 0.4, 0.9], threshold.value)["f1_anomaly"] == pytest.approx(0.8)
+
+
+def test_oracle_f1_can_call_every_clip_anomalous():
+    threshold = choose_threshold("oracle_f1", test_labels=[1, 1, 0], test_scores=[0.1, 0.2, 0.3])
+    assert threshold.value < 0.1
+    assert classification_metrics([1, 1, 0], [0.1, 0.2, 0.3], threshold.value)["recall_anomaly"] == 1.0
+
+
+@pytest.mark.parametrize(
+    "policy, kwargs, message",
+    [
+        ("normal_quantile", {}, "policy 'normal_quantile' needs the scores of held-out normal training clips"),
+        ("gamma_fit", {}, "policy 'gamma_fit' needs the scores of held-out normal training clips"),
+        ("normal_quantile", {"normal_scores": []}, "got no held-out normal scores"),
+        ("normal_quantile", {"normal_scores": [1.0], "quantile": 1.5}, "quantile in \\[0, 1\\]"),
+        ("fixed", {}, "policy 'fixed' needs a threshold value"),
+        ("oracle_f1", {"test_scores": [0.1]}, "policy 'oracle_f1' needs the test labels and test scores"),
+        ("oracle_f1", {"test_labels": [0, 0], "test_scores": [0.1, 0.2]}, "at least one labelled anomalous"),
+        ("median", {}, "unknown threshold policy 'median'"),
+    ],
+)
+def test_missing_inputs_give_clear_errors(policy, kwargs, message):
+    with pytest.raises(ValueError, match=message):
+        choose_threshold(policy, **kwargs)
