@@ -1,0 +1,1 @@
+"""Pure Flax modules: no I/O, no data loading, no training loop."""

@@ -1,0 +1,1 @@
+"""The ensemble trainer shared by every window-based model."""
