@@ -13,7 +13,7 @@ SEQUENCE_METHODS = ("lstm", "gru_ae", "dense_ae")
 MODES = ("train", "synth", "score", "benchmark")
 
 
-def _train(epochs: int, batch_size: int, learning_rate: float, windows_per_clip: int, steps_per_call: int = 10):
+def _train(epochs: int, batch_size: int, learning_rate: str, windows_per_clip: int, steps_per_call: int = 10):
     """Optimisation settings of one sequence method.
 
     An epoch is ``windows_per_clip`` windows per training clip, drawn at random positions (with replacement) inside
@@ -31,6 +31,7 @@ def get_config() -> ml_collections.ConfigDict:
     config.data_dir = ""  # empty: the embedded synthetic slide-rail set, generated once and cached
     config.machine_type = "slider"
     config.machine_ids = ""  # comma-separated ids; empty: all found
+    config.test_data_dir = ""  # empty: test clips come from data_dir too
     config.ground_truth_csv = ""  # labels for 2020 eval-set names (id_XX_NNNNNNNN.wav)
     config.workdir = ""  # empty: runs/<method>_<machine_type>
     config.cache_dir = ""  # empty: $ASD_JAX_CACHE_DIR or ~/.cache/asd_jax
@@ -39,6 +40,7 @@ def get_config() -> ml_collections.ConfigDict:
     config.num_seeds = 1  # ensemble members (one seed each), trained together in one compiled program
     config.val_fraction = 0.1  # normal training clips held out per machine id, for thresholds (never trained on)
     config.progress = True
+    config.output = ""  # JSON written by --mode=score and --mode=benchmark
 
     config.features = ml_collections.ConfigDict(dict(
         sample_rate=16_000, duration_s=10.0, n_fft=1024, hop_length=512, n_mels=128, power=2.0))
@@ -48,15 +50,15 @@ def get_config() -> ml_collections.ConfigDict:
     # Write-up Method II: a 2-layer LSTM predicts frame t from frames t-10..t-1.
     config.lstm = ml_collections.ConfigDict(dict(
         hidden_size=128, num_layers=2, context=10, score_hop=1,
-        train=_train(epochs=10, batch_size=256, learning_rate=1e-3, windows_per_clip=32)))
+        train=_train(epochs=10, batch_size=256, learning_rate="1e-3", windows_per_clip=32)))
     # Write-up Method III: 2-layer GRU encoder/decoder, hidden 256, Adam 1e-3, batch 64, 10 epochs.
     config.gru_ae = ml_collections.ConfigDict(dict(
         hidden_size=256, num_layers=2, sequence_length=32, score_hop=16,
-        train=_train(epochs=10, batch_size=64, learning_rate=1e-3, windows_per_clip=16)))
+        train=_train(epochs=10, batch_size=64, learning_rate="1e-3", windows_per_clip=16)))
     # DCASE 2020 baseline: 5 frames -> 640-d, dense 128x4 -> 8 -> 128x4 -> 640, BatchNorm + ReLU; Adam, batch 512.
     config.dense_ae = ml_collections.ConfigDict(dict(
         frames=5, hidden_size=128, bottleneck=8, score_hop=1,
-        train=_train(epochs=100, batch_size=512, learning_rate=1e-3, windows_per_clip=309, steps_per_call=20)))
+        train=_train(epochs=100, batch_size=512, learning_rate="1e-3", windows_per_clip=309, steps_per_call=20)))
 
     # Write-up Method I: clip embedding -> StandardScaler -> OneClassSVM(rbf), gamma and nu tuned.
     config.ocsvm = ml_collections.ConfigDict(dict(
@@ -67,7 +69,7 @@ def get_config() -> ml_collections.ConfigDict:
 
     config.synthetic = ml_collections.ConfigDict(dict(seed=0, snr_db=0.0))
     config.benchmark = ml_collections.ConfigDict(dict(ensemble_sizes="1,8", num_clips=64, warmup_calls=2,
-                                                      timed_calls=5, output=""))
+                                                      timed_calls=5))
     return config
 
 

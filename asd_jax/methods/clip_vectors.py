@@ -1,0 +1,84 @@
+"""Write-up Method I as a detector: one vector per clip (VGGish embedding or log-mel statistics) -> OC-SVM."""
+
+from __future__ import annotations
+
+import os
+import pickle
+
+import numpy as np
+
+from asd_jax.config import split_list
+from asd_jax.data.dcase import Clip
+from asd_jax.data.features import FeatureConfig, extract_features
+from asd_jax.methods import ocsvm
+from asd_jax.methods.base import Detector, Scores
+
+
+class OCSVMDetector(Detector):
+    """``StandardScaler -> OneClassSVM`` on clip vectors; ``gamma`` and ``nu`` chosen on a grid.
+
+    ``vggish_ocsvm`` pools VGGish embeddings (TF-Hub model, or its Flax port); ``logmel_ocsvm`` uses the per-bin
+    mean and std of the log-mel spectrogram and needs no pretrained weights.
+    """
+
+    def __init__(self, config, workdir: str, cache_root: str | None = None):
+        self.config, self.workdir, self.cache_root = config, workdir, cache_root
+        self.member_names = ["ocsvm"]
+        self.pipeline = None
+        self.extra_results: dict = {}
+
+    def vectors(self, paths: list[str], description: str) -> tuple[np.ndarray, list[str], list[dict]]:
+        """(clip vectors [n, dims], paths that loaded, skipped clips)."""
+        if self.config.method == "logmel_ocsvm":
+            extracted = extract_features(paths, FeatureConfig(**self.config.features.to_dict()), self.cache_root,
+                                         self.config.num_workers or None, self.config.progress,
+                                         f"log-mel ({description})")
+            return ocsvm.logmel_stats(extracted.features), extracted.paths, extracted.skipped
+        from asd_jax.embeddings.vggish import clip_embeddings
+
+        vggish = self.config.vggish
+        embedded = clip_embeddings(paths, handle=vggish.handle, backend=vggish.backend,
+                                   pooling=self.config.ocsvm.pooling, cache_root=self.cache_root,
+                                   batch_size=vggish.batch_size, progress=self.config.progress,
+                                   duration_s=self.config.features.duration_s)
+        return embedded.vectors, embedded.paths, embedded.skipped
+
+    def fit(self, clips: list[Clip], oracle_clips: list[Clip] | None = None) -> list[dict]:
+        """Fit on normal training clips; ``oracle_clips`` (labelled test clips) only with ``select=oracle``."""
+        settings = self.config.ocsvm
+        train_vectors, _, skipped = self.vectors([c.path for c in clips], "train")
+        oracle = {}
+        if settings.select == "oracle":
+            if not oracle_clips:
+                raise ValueError("--ocsvm_select=oracle needs labelled test clips")
+            test_vectors, test_paths, _ = self.vectors([c.path for c in oracle_clips], "test")
+            by_path = {c.path: c for c in oracle_clips}
+            oracle = dict(test_vectors=test_vectors, test_labels=np.array([by_path[p].label for p in test_paths]),
+                          test_machine_ids=[by_path[p].machine_id for p in test_paths])
+        best, _ = ocsvm.select(train_vectors, split_list(settings.gammas), split_list(settings.nus),
+                               holdout_fraction=settings.holdout_fraction, seed=self.config.seed,
+                               mode=settings.select, results=self.extra_results, **oracle)
+        self.pipeline = ocsvm.fit(train_vectors, ocsvm.parse_gamma(best["gamma"]), best["nu"])
+        with open(os.path.join(self.workdir, "ocsvm.pkl"), "wb") as handle:
+            pickle.dump(self.pipeline, handle)
+        return skipped
+
+    @property
+    def test_tuned(self) -> bool:
+        return bool(self.extra_results.get("ocsvm", {}).get("test_tuned", False))
+
+    def score(self, paths: list[str], description: str = "scoring") -> Scores:
+        vectors, kept, skipped = self.vectors(paths, description)
+        values = ocsvm.anomaly_scores(self.pipeline, vectors) if len(kept) else np.zeros(0)
+        return Scores(np.asarray(values, np.float64)[None, :], kept, skipped)
+
+    @classmethod
+    def restore(cls, config, workdir: str) -> "OCSVMDetector":
+        detector = cls(config, workdir, cache_root="")
+        path = os.path.join(workdir, "ocsvm.pkl")
+        if not os.path.exists(path):
+            raise FileNotFoundError(f"no trained OC-SVM at {path}: train a run there first "
+                                    f"(python launch.py --method={config.method} --workdir={workdir})")
+        with open(path, "rb") as handle:
+            detector.pipeline = pickle.load(handle)
+        return detector
