@@ -97,6 +97,26 @@ def init_states(model: WindowModel, members: Sequence[Member], mels: int, grad_c
     return jax.jit(jax.vmap(init_one))(seeds, rates)
 
 
+def member_sharding(num_members: int):
+    """(sharding of member-axis leaves, sharding of shared arrays): members spread over all local devices when
+    their count divides evenly, else everything on the default device (None, None)."""
+    devices = jax.local_devices()
+    if len(devices) < 2 or num_members % len(devices):
+        return None, None
+    from jax.sharding import Mesh, NamedSharding, PartitionSpec
+
+    mesh = Mesh(np.array(devices), ("members",))
+    return NamedSharding(mesh, PartitionSpec("members")), NamedSharding(mesh, PartitionSpec())
+
+
+def place(states: MemberState, features: jax.Array) -> tuple[MemberState, jax.Array]:
+    """Spread the member axis of ``states`` across devices and replicate ``features`` (a no-op on one device)."""
+    members, shared = member_sharding(int(states.step.shape[0]))
+    if members is None:
+        return states, features
+    return jax.device_put(states, members), jax.device_put(features, shared)
+
+
 def sample_windows(key: jax.Array, features: jax.Array, batch_size: int, window_length: int) -> jax.Array:
     """A batch of random windows [B, window_length, mels] gathered on the device from features [N, T, mels]."""
     clip_key, start_key = jax.random.split(key)
@@ -221,6 +241,7 @@ def train_ensemble(
         states = _restore(manager, first_epoch, states)
         history = _read_curve(workdir, first_epoch)
         log.info("resumed %s from the checkpoint of epoch %d in %s", model.name, first_epoch, workdir)
+    states, features = place(states, features)
     train_fn = make_train_fn(model, config.batch_size, steps_per_call, config.grad_clip_norm)
     calls = steps_per_epoch // steps_per_call
     was_finite = np.asarray(states.finite)
@@ -310,7 +331,7 @@ def restore_states(workdir: str, model: WindowModel, members: Sequence[Member], 
                                 f"(python launch.py --method={model.name} --workdir={workdir})")
     states = _restore(manager, manager.latest_step(), init_states(model, members, mels, grad_clip_norm))
     manager.close()
-    return states
+    return place(states, jnp.zeros(()))[0]
 
 
 def _append_curve(workdir: str, record: dict) -> None:
