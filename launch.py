@@ -10,6 +10,7 @@ Any config value can be set with --config.<path>=<value> (see asd_jax/config.py)
 """
 
 import logging
+import os
 import sys
 
 from absl import app, flags
@@ -71,6 +72,11 @@ def resolve_config():
             for parent in parents:
                 node = node[parent]
             node[leaf] = str(value) if leaf == "learning_rate" else value
+    methods = config_lib.split_list(config.method)
+    unknown = [m for m in methods if m not in config_lib.METHODS]
+    if unknown or not methods or (len(methods) > 1 and config.mode != "benchmark"):
+        raise app.UsageError(f"--method={config.method}: choose one of {', '.join(config_lib.METHODS)} "
+                             "(a comma list only with --mode=benchmark)")
     return config
 
 
@@ -83,8 +89,10 @@ def main(argv):
 
     try:
         pipeline.run(resolve_config(), files=argv[1:])
-    except (DatasetError, AudioError, VGGishUnavailableError, FileNotFoundError) as error:
-        sys.exit(f"error: {error}")
+    except (DatasetError, AudioError, VGGishUnavailableError, FileNotFoundError, ValueError) as error:
+        if os.environ.get("ASD_JAX_TRACEBACK"):
+            raise
+        sys.exit(f"error: {error}\n(set ASD_JAX_TRACEBACK=1 for the full traceback)")
 
 
 if __name__ == "__main__":
