@@ -85,7 +85,9 @@ def _check_resumable(config, workdir: str) -> None:
         return
     previous = load_run_config(workdir)
     keys = ["method", "seed", "num_seeds", "features", config.method]
-    changed = [k for k in keys if k in previous and previous[k] != config[k]]
+    # compare plain values: ConfigDict equality also compares the lock state, and launch.py's config is locked
+    plain = lambda value: value.to_dict() if isinstance(value, ml_collections.ConfigDict) else value
+    changed = [k for k in keys if k in previous and plain(previous[k]) != plain(config[k])]
     if changed:
         raise ValueError(f"{workdir} holds checkpoints of a run with other settings ({', '.join(changed)}); "
                          "pass another --workdir, or delete that directory to start over")

@@ -28,3 +28,77 @@ def write_wav(path, seconds=1.0, rate=16_000, channels=1, subtype="PCM_16", seed
     os.makedirs(os.path.dirname(path), exist_ok=True)
     sf.write(path, data, rate, subtype=subtype)
     return data
+
+
+# ----------------------------------------------------------------------------------------------------------------------
+# Helpers for the model, trainer and pipeline tests.
+
+_COMPILE_CACHE_OPTIONS = {"jax_compilation_cache_dir": None, "jax_persistent_cache_min_compile_time_secs": 0.0,
+                          "jax_persistent_cache_min_entry_size_bytes": 0}
+
+
+@pytest.fixture(scope="session")
+def jax_compile_cache(tmp_path_factory) -> str:
+    """A session-wide persistent XLA compilation cache in a temporary folder.
+
+    The tests compile the same tiny programs many times (every ``train_ensemble`` / pipeline run builds its own jitted
+    closures); on CPU compiling dominates their run time. Compiled executables are keyed by their HLO and options, so
+    a hit runs exactly the code a fresh compile would give. Subprocesses get it through :func:`compile_cache_env`.
+    """
+    import jax
+    from jax.experimental.compilation_cache import compilation_cache
+
+    directory = str(tmp_path_factory.mktemp("jax_compile_cache"))
+    previous = {name: getattr(jax.config, name) for name in _COMPILE_CACHE_OPTIONS}
+    for name, value in {**_COMPILE_CACHE_OPTIONS, "jax_compilation_cache_dir": directory}.items():
+        jax.config.update(name, value)
+    compilation_cache.reset_cache()
+    yield directory
+    for name, value in previous.items():
+        jax.config.update(name, value)
+    compilation_cache.reset_cache()
+
+
+def compile_cache_env(directory: str) -> dict:
+    """Environment variables that give a subprocess the same persistent compilation cache."""
+    return {"JAX_COMPILATION_CACHE_DIR": directory, "JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS": "0",
+            "JAX_PERSISTENT_CACHE_MIN_ENTRY_SIZE_BYTES": "0"}
+
+
+TINY_MACHINE_IDS = ("00", "02")
+
+
+@pytest.fixture(scope="session")
+def tiny_dataset(tmp_path_factory) -> str:
+    """A tiny synthetic slider set (ids 00 and 02; 6 train, 3 normal + 3 anomalous test clips each; 1 s clips),
+    generated once per session. Treat it as read-only: copy it (``shutil.copytree``) before changing anything."""
+    from asd_jax.data import synthetic
+
+    root = str(tmp_path_factory.mktemp("tiny_slider"))
+    synthetic.generate_dataset(root, synthetic.SynthConfig(
+        machine_ids=TINY_MACHINE_IDS, num_train=6, num_test_normal=3, num_test_anomaly=3, duration_s=1.0),
+        num_workers=1, progress=False)
+    return root
+
+
+def tiny_config(method: str, data_dir: str, workdir: str, cache_dir: str, epochs: int = 2):
+    """``asd_jax.config.get_config()`` shrunk for fast tests: 1 s clips, 32 mels, hidden 8-16, short windows."""
+    from asd_jax.config import get_config
+
+    config = get_config()
+    config.method = method
+    config.data_dir = data_dir
+    config.workdir = workdir
+    config.cache_dir = cache_dir
+    config.progress = False
+    config.num_workers = 1
+    config.features.duration_s = 1.0
+    config.features.n_mels = 32
+    config.lstm.hidden_size, config.lstm.context = 8, 3
+    config.gru_ae.hidden_size, config.gru_ae.sequence_length, config.gru_ae.score_hop = 8, 4, 2
+    config.dense_ae.hidden_size, config.dense_ae.bottleneck = 16, 4
+    for section in ("lstm", "gru_ae", "dense_ae"):
+        train = config[section].train
+        train.epochs, train.batch_size, train.windows_per_clip, train.steps_per_call = epochs, 8, 2, 4
+    config.ocsvm.gammas, config.ocsvm.nus = "scale,0.01", "0.1,0.2"
+    return config
