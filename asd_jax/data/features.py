@@ -70,9 +70,9 @@ def default_cache_root() -> str:
     return os.environ.get("ASD_JAX_CACHE_DIR") or os.path.join(os.path.expanduser("~"), ".cache", "asd_jax")
 
 
-def cache_key(paths: Sequence[str], config: FeatureConfig) -> str:
-    """Hash of the clip list (path, size, mtime) and the feature config: a change of either rebuilds the cache."""
-    digest = hashlib.sha256(json.dumps({"version": _CACHE_VERSION, "config": dataclasses.asdict(config)}).encode())
+def cache_key(paths: Sequence[str], settings: dict) -> str:
+    """Hash of the clip list (path, size, mtime) and the extraction ``settings``: a change of either rebuilds a cache."""
+    digest = hashlib.sha256(json.dumps(settings, sort_keys=True).encode())
     for path in paths:
         stat = os.stat(path) if os.path.exists(path) else None
         digest.update(f"{os.path.abspath(path)}|{stat and stat.st_size}|{stat and stat.st_mtime_ns}\n".encode())
@@ -142,7 +142,7 @@ def extract_features(
     """
     paths = [str(p) for p in paths]
     use_cache = cache_root != ""
-    key = cache_key(paths, config)
+    key = cache_key(paths, {"version": _CACHE_VERSION, "config": dataclasses.asdict(config)})
     directory = os.path.join(cache_root or default_cache_root(), "features", key) if use_cache else None
     if use_cache and (cached := _load_cached(directory, key, verify)) is not None:
         return cached

@@ -355,11 +355,9 @@ def model_fingerprint(handle: str) -> str:
 
 def embedding_cache_key(paths: Sequence[str], settings: dict) -> str:
     """Hash of the clip list (path, size, mtime) and the extraction settings (model, backend, pooling ...)."""
-    digest = hashlib.sha256(json.dumps({"version": _CACHE_VERSION, **settings}, sort_keys=True).encode())
-    for path in paths:
-        stat = os.stat(path) if os.path.exists(path) else None
-        digest.update(f"{os.path.abspath(path)}|{stat and stat.st_size}|{stat and stat.st_mtime_ns}\n".encode())
-    return digest.hexdigest()[:24]
+    from asd_jax.data.features import cache_key
+
+    return cache_key(paths, {"version": _CACHE_VERSION, **settings})
 
 
 def _load_cached(directory: str, key: str) -> EmbeddingSet | None:
