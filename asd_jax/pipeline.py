@@ -157,6 +157,7 @@ def train_and_evaluate(config) -> dict:
     report.write_run_outputs(workdir, results, files=test.paths, machine_ids=[by_path[p].machine_id for p in test.paths],
                              labels=_labels(test, test_clips), member_scores=test.values,
                              member_names=detector.member_names)
+    report.plot_training_curve(workdir)
     print(report.format_table(results))
     print(f"wrote results.json, scores.csv, report.md and plots to {workdir}")
     return results

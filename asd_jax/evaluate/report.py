@@ -388,6 +388,29 @@ def _plot_histograms(path: str, machine_ids: np.ndarray, labels: np.ndarray, sco
     _save(figure, path)
 
 
+def plot_training_curve(run_dir: str) -> str | None:
+    """``train_curve.png`` from ``train_curve.jsonl`` (training loss per epoch, one line per member); None if absent."""
+    source = os.path.join(run_dir, "train_curve.jsonl")
+    if not os.path.exists(source):
+        return None
+    with open(source) as handle:
+        records = [json.loads(line) for line in handle if line.strip()]
+    if not records:
+        return None
+    epochs = [r["epoch"] for r in records]
+    losses = np.array([r["loss"] for r in records], dtype=float)  # [epochs, members]
+    figure = Figure(figsize=(6, 4), layout="constrained")
+    axes = figure.add_subplot()
+    for member, name in enumerate(records[-1]["members"]):
+        axes.plot(epochs, losses[:, member], marker="o", markersize=3, label=name)
+    axes.set(xlabel="epoch", ylabel="training loss (mean window error)", title="training curve", yscale="log")
+    if losses.shape[1] <= 10:
+        axes.legend(fontsize="small")
+    path = os.path.join(run_dir, "train_curve.png")
+    _save(figure, path)
+    return path
+
+
 def write_run_outputs(
     run_dir: str,
     results: dict,

@@ -187,3 +187,13 @@ def test_bad_inputs_raise():
     broken[1, 3] = np.nan
     with pytest.raises(ValueError, match="member 'seed1' has 1 NaN"):
         _evaluate(files, machine_ids, labels, broken)
+
+
+def test_training_curve_plot_from_jsonl(tmp_path):
+    from asd_jax.evaluate.report import plot_training_curve
+
+    assert plot_training_curve(str(tmp_path)) is None
+    records = [{"epoch": e, "loss": [1.0 / e, 2.0 / e], "members": ["seed0", "seed1"]} for e in (1, 2, 3)]
+    (tmp_path / "train_curve.jsonl").write_text("".join(json.dumps(r) + "\n" for r in records))
+    path = plot_training_curve(str(tmp_path))
+    assert path == str(tmp_path / "train_curve.png") and os.path.getsize(path) > 1000
