@@ -9,11 +9,11 @@
 Any config value can be set with --config.<path>=<value> (see asd_jax/config.py), e.g. --config.gru_ae.hidden_size=128.
 """
 
-import logging
 import os
 import sys
 
 from absl import app, flags
+from absl import logging as absl_logging
 from ml_collections import config_flags
 
 from asd_jax import config as config_lib
@@ -81,7 +81,8 @@ def resolve_config():
 
 
 def main(argv):
-    logging.getLogger("absl").setLevel(logging.WARNING)
+    if not FLAGS["verbosity"].present:  # absl's INFO lines (backend probing and the like) only on request
+        absl_logging.set_verbosity(absl_logging.WARNING)
     from asd_jax import pipeline
     from asd_jax.data.audio import AudioError
     from asd_jax.data.dcase import DatasetError

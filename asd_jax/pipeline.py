@@ -43,7 +43,7 @@ def resolve_data_dir(config) -> str:
 
     synth = synthetic.SynthConfig(seed=config.synthetic.seed, snr_db=config.synthetic.snr_db)
     root = synthetic.default_dataset(config.cache_dir or None, synth, progress=config.progress)
-    log.info("using the synthetic slide-rail data set at %s (not MIMII: see README)", root)
+    print(f"using the synthetic slide-rail data set at {root} (not MIMII: see README)")
     return root
 
 
