@@ -54,7 +54,7 @@ def get_config() -> ml_collections.ConfigDict:
     # Write-up Method III: 2-layer GRU encoder/decoder, hidden 256, Adam 1e-3, batch 64, 10 epochs.
     config.gru_ae = ml_collections.ConfigDict(dict(
         hidden_size=256, num_layers=2, sequence_length=32, score_hop=16,
-        train=_train(epochs=10, batch_size=64, learning_rate="1e-3", windows_per_clip=16)))
+        train=_train(epochs=10, batch_size=64, learning_rate="1e-3", windows_per_clip=8)))
     # DCASE 2020 baseline: 5 frames -> 640-d, dense 128x4 -> 8 -> 128x4 -> 640, BatchNorm + ReLU; Adam, batch 512.
     config.dense_ae = ml_collections.ConfigDict(dict(
         frames=5, hidden_size=128, bottleneck=8, score_hop=1,
