@@ -1,42 +1,96 @@
-"""The benchmark runs and its JSON is consistent (no timing thresholds: speed is judged in `make bench`)."""
+"""The benchmark runs and its JSON is consistent; its FLOP counts match hand counts (no timing thresholds: speed is
+judged in `make bench`)."""
 
 import json
 import math
 
+import jax
+import jax.numpy as jnp
+import pytest
+
 from asd_jax import bench
 from asd_jax.config import get_config
+from asd_jax.methods.sequence import build_model
+from asd_jax.train import ensemble
+
+METHODS = ("lstm", "gru_ae", "dense_ae")
 
 
-def test_benchmark_json_is_complete_and_consistent(tmp_path, monkeypatch):
-    monkeypatch.setattr(bench, "PEAK_SIZES", (128,))
+def _tiny_config(tmp_path):
+    """Tiny models, features and batches: the whole benchmark runs in seconds."""
     config = get_config()
-    config.method = "lstm,dense_ae"
-    config.lstm.hidden_size = 8
-    config.lstm.train.batch_size = 4
-    config.lstm.train.steps_per_call = 2
-    config.dense_ae.train.batch_size = 4
-    config.dense_ae.train.steps_per_call = 2
-    config.benchmark.ensemble_sizes = "1,2"
+    config.method = ",".join(METHODS)
+    config.features.duration_s = 0.5  # 16 frames
+    config.features.n_mels = 8
+    config.lstm.hidden_size, config.lstm.num_layers, config.lstm.context = 8, 2, 3
+    config.gru_ae.hidden_size, config.gru_ae.num_layers, config.gru_ae.sequence_length = 8, 1, 4
+    config.dense_ae.hidden_size, config.dense_ae.bottleneck, config.dense_ae.frames = 8, 2, 2
+    for method in METHODS:
+        config[method].train.batch_size = 4
+        config[method].train.steps_per_call = 2
+    config.benchmark.ensemble_sizes = "2"
     config.benchmark.num_clips = 3
     config.benchmark.warmup_calls = 1
     config.benchmark.timed_calls = 1
     config.output = str(tmp_path / "bench.json")
-    bench.run(config)
+    return config
+
+
+def test_benchmark_json_is_complete_and_consistent(tmp_path, monkeypatch, capsys):
+    monkeypatch.setattr(bench, "PEAK_SIZES", (128,))
+    returned = bench.run(_tiny_config(tmp_path))
     output = json.loads((tmp_path / "bench.json").read_text())
-    assert output["peak_flops_per_s"] > 0 and output["device"]
-    assert [(r["method"], r["ensemble_size"]) for r in output["results"]] == [
-        ("lstm", 1), ("lstm", 2), ("dense_ae", 1), ("dense_ae", 2)]
+    assert output == json.loads(json.dumps(returned))
+    assert "% peak" in capsys.readouterr().out
+    assert output["device"] and output["jax_version"] == jax.__version__ and output["cpu_count"] >= 1
+    assert output["timestamp"] and output["features_shape"] == [3, 16, 8]
+    peak = output["peak_flops_per_s"]
+    assert math.isfinite(peak) and peak > 0 and peak == max(output["peak_samples_flops_per_s"])
+    assert [(r["method"], r["ensemble_size"]) for r in output["results"]] == [(method, 2) for method in METHODS]
     for row in output["results"]:
-        for key in ("windows_per_s_per_member", "windows_per_s_total", "step_time_s", "compile_time_s",
-                    "flops_per_window", "flops_per_s", "share_of_peak"):
+        for key in ("windows_per_s_per_member", "windows_per_s_total", "step_time_s", "step_time_best_s",
+                    "compile_time_s", "flops_per_window", "flops_per_window_executed", "flops_per_s",
+                    "flops_per_s_executed", "share_of_peak", "share_of_peak_executed"):
             assert math.isfinite(row[key]) and row[key] > 0, key
-        members_total = row["windows_per_s_per_member"] * row["ensemble_size"]
-        assert math.isclose(row["windows_per_s_total"], members_total, rel_tol=1e-9)
-        assert math.isclose(row["share_of_peak"], row["flops_per_s"] / output["peak_flops_per_s"], rel_tol=1e-9)
+        assert row["batch_size"] == 4 and row["steps_per_call"] == 2 and len(row["call_times_s"]) == 1
+        assert row["step_time_best_s"] <= row["step_time_s"]
+        windows = row["batch_size"] * row["ensemble_size"]
+        assert math.isclose(row["windows_per_s_total"], row["windows_per_s_per_member"] * row["ensemble_size"],
+                            rel_tol=1e-9)
+        assert math.isclose(row["windows_per_s_total"], windows / row["step_time_s"], rel_tol=1e-9)
         assert math.isclose(row["flops_per_s"], row["flops_per_window"] * row["windows_per_s_total"], rel_tol=1e-9)
+        assert math.isclose(row["share_of_peak"], row["flops_per_s"] / peak, rel_tol=1e-9)
+        assert math.isclose(row["share_of_peak_executed"], row["flops_per_s_executed"] / peak, rel_tol=1e-9)
+        # the step never runs more matmul FLOPs than forward + backward = 3x forward
+        assert row["flops_per_window_executed"] <= row["flops_per_window"] * (1 + 1e-9)
+        if row["flops_per_window_xla"] is not None:
+            assert row["flops_per_window_xla"] > 0
 
 
 def test_lstm_flop_count_matches_the_hand_count():
     config = get_config()
     forward = 2 * 10 * 2 * (128 + 128) * 512 + 2 * 128 * 128
     assert bench.analytic_flops_per_window("lstm", config, 128) == 3 * forward  # about 15.8 MFLOP
+
+
+def test_matmul_count_multiplies_loop_bodies_and_batch_dimensions():
+    def program(x, w):
+        y, _ = jax.lax.scan(lambda carry, _: (jnp.tanh(carry @ w), None), x, None, length=7)
+        return jax.vmap(jnp.matmul, in_axes=(None, 0))(y, jnp.stack([w, w, w]))
+
+    jaxpr = jax.make_jaxpr(program)(jnp.zeros((5, 4)), jnp.zeros((4, 4))).jaxpr
+    assert bench.count_matmul_flops(jaxpr) == 7 * 2 * 5 * 4 * 4 + 3 * 2 * 5 * 4 * 4
+
+
+@pytest.mark.parametrize("method", METHODS)
+def test_executed_flops_of_the_default_step_are_close_to_the_model_count(method):
+    """The traced default training step runs 3x-forward matmuls, less the work it can skip (first-layer input
+    gradients, products with all-zero initial states)."""
+    config = get_config()
+    model = build_model(method, config)
+    train = config[method].train
+    states = jax.eval_shape(lambda: ensemble.init_states(model, [ensemble.Member(0, 1e-3)], 128))
+    features = jax.ShapeDtypeStruct((4, 313, 128), jnp.float32)
+    train_fn = ensemble.make_train_fn(model, train.batch_size, 1)
+    executed = bench.count_matmul_flops(jax.make_jaxpr(train_fn)(states, features).jaxpr) / train.batch_size
+    assert 0.75 < executed / bench.analytic_flops_per_window(method, config, 128) <= 1 + 1e-9

@@ -1,9 +1,20 @@
 """Stacked LSTM and GRU layers written for speed on small batches of short sequences.
 
 Each layer projects its whole input sequence with one matmul ([B*T, in] x [in, gates]) and runs only the recurrent
-matmul step by step, so most FLOPs go to large GEMMs. The recurrence is a ``lax.scan`` (``unroll`` steps fused per
-iteration; ``unroll=True`` unrolls it fully, best for the 10-step LSTM). Gate layouts follow ``flax.linen``
-(LSTM: i, f, g, o; GRU: r, z, n) so the maths is the textbook one; parameters are stored fused per layer.
+matmul step by step, so most FLOPs go to large GEMMs. Gate layouts follow ``flax.linen`` (LSTM: i, f, g, o; GRU:
+r, z, n) so the maths is the textbook one; parameters are stored fused per layer.
+
+The LSTM with ``unroll=True`` (the predictor's setting) is :func:`lstm_sequence`, an unrolled recurrence with a
+hand-written backward pass, shaped for XLA on CPU:
+
+* the weight and input gradients are large matmuls over chunks of ``_GRADIENT_CHUNK`` steps, each issued as soon as
+  its chunk of the backward recurrence is done, so it overlaps with the remaining steps;
+* each step's gate gradient is one elementwise kernel, and the cell-state gradient carried to the previous step is
+  computed in a kernel of its own (see :func:`_separate_kernel`): left to itself XLA re-derives that chain in every
+  consumer, which makes the backward pass quadratic in the sequence length (15-25% of the step here);
+* with no initial state the first step's recurrent products (with zeros) are skipped.
+
+Otherwise the recurrence is a ``lax.scan`` differentiated by JAX (``unroll`` steps fused per iteration).
 """
 
 from __future__ import annotations
@@ -14,13 +25,119 @@ from flax import linen as nn
 
 Array = jax.Array
 
+_GRADIENT_CHUNK = 5  # backward steps per weight-gradient matmul
+
 
 def _scan(step, carry, xs, unroll):
     return jax.lax.scan(step, carry, xs, unroll=unroll)
 
 
+def _gate_is_g(hidden: int) -> Array:
+    """[4H] mask of the cell-input gate g (tanh) among the i, f, g, o gates (sigmoid)."""
+    return (jnp.arange(4 * hidden) // hidden) == 2
+
+
+def _activate(gates: Array) -> Array:
+    """i, f, g, o pre-activations [B, 4H] -> sigmoid(i), sigmoid(f), tanh(g), sigmoid(o) in one tanh pass
+    (sigmoid(x) = (1 + tanh(x / 2)) / 2)."""
+    is_g = _gate_is_g(gates.shape[-1] // 4)
+    squashed = jnp.tanh(jnp.where(is_g, gates, 0.5 * gates))
+    return jnp.where(is_g, squashed, 0.5 * squashed + 0.5)
+
+
+def _separate_kernel(value: Array, like: Array) -> Array:
+    """``value`` divided by an exact one that XLA cannot see is one (``0 * like + 1``): XLA does not copy a division
+    into each of its consumers, so ``value`` gets a kernel of its own instead of being recomputed in all of them."""
+    return value / (0 * like + 1)
+
+
+def _lstm_forward(inputs: Array, w_input: Array, w_hidden: Array, bias: Array, carry):
+    """Per-step lists of h, c, activated gates and tanh(c); ``carry`` (h0, c0) or None for zeros."""
+    steps, batch, features = inputs.shape
+    hidden = w_hidden.shape[0]
+    projected = (inputs.reshape(steps * batch, features) @ w_input + bias).reshape(steps, batch, 4 * hidden)
+    h, c = carry if carry is not None else (None, None)
+    hs, cs, gates, tanh_cs = [], [], [], []
+    for t in range(steps):
+        act = _activate(projected[t] if h is None else projected[t] + h @ w_hidden)
+        i, f, g, o = jnp.split(act, 4, axis=-1)
+        c = i * g if c is None else f * c + i * g
+        tanh_c = jnp.tanh(c)
+        h = o * tanh_c
+        hs.append(h)
+        cs.append(c)
+        gates.append(act)
+        tanh_cs.append(tanh_c)
+    return hs, cs, gates, tanh_cs
+
+
+def _gate_gradients(dh: Array, dc_next: Array, act: Array, tanh_c: Array, c_prev: Array) -> tuple[Array, Array]:
+    """One backward LSTM step: (gradient of the gate pre-activations [B, 4H], cell-state gradient for step t-1)."""
+    hidden = dh.shape[-1]
+    i, f, g, o = jnp.split(act, 4, axis=-1)
+    dc = dc_next + dh * o * (1 - tanh_c * tanh_c)
+    block = lambda value, k: jnp.pad(value, ((0, 0), (k * hidden, (3 - k) * hidden)))  # fuses, unlike a concatenate
+    upstream = block(dc * g, 0) + block(dc * c_prev, 1) + block(dc * i, 2) + block(dh * tanh_c, 3)
+    d_gates = upstream * jnp.where(_gate_is_g(hidden), 1 - act * act, act * (1 - act))
+    return d_gates, _separate_kernel(dc * f, f)
+
+
+@jax.custom_vjp
+def lstm_sequence(inputs: Array, w_input: Array, w_hidden: Array, bias: Array, carry=None):
+    """LSTM over a time-major sequence [T, B, in] from ``carry`` (h0, c0) or zeros -> (outputs [T, B, H], (h, c)).
+
+    Differentiable in every argument; the backward pass is written by hand (see the module docstring)."""
+    hs, cs, _, _ = _lstm_forward(inputs, w_input, w_hidden, bias, carry)
+    return jnp.stack(hs), (hs[-1], cs[-1])
+
+
+def _lstm_sequence_fwd(inputs, w_input, w_hidden, bias, carry):
+    hs, cs, gates, tanh_cs = _lstm_forward(inputs, w_input, w_hidden, bias, carry)
+    return (jnp.stack(hs), (hs[-1], cs[-1])), (inputs, w_input, w_hidden, carry, hs, cs, gates, tanh_cs)
+
+
+def _lstm_sequence_bwd(residuals, cotangents):
+    inputs, w_input, w_hidden, carry, hs, cs, gates, tanh_cs = residuals
+    d_outputs, (dh_recurrent, dc) = cotangents
+    steps, batch, features = inputs.shape
+    hidden = w_hidden.shape[0]
+    h0, c0 = carry if carry is not None else (None, jnp.zeros((batch, hidden), inputs.dtype))
+    d_w_input = jnp.zeros_like(w_input)
+    d_w_hidden = jnp.zeros_like(w_hidden)
+    d_bias = jnp.zeros((4 * hidden,), inputs.dtype)
+    d_inputs = [None] * steps
+    chunk: list[tuple[int, Array]] = []
+    for t in reversed(range(steps)):
+        d_gates, dc = _gate_gradients(dh_recurrent + d_outputs[t], dc, gates[t], tanh_cs[t],
+                                      cs[t - 1] if t else c0)
+        if t or carry is not None:
+            dh_recurrent = d_gates @ w_hidden.T
+        chunk.insert(0, (t, d_gates))
+        if len(chunk) < _GRADIENT_CHUNK and t:
+            continue
+        first = chunk[0][0]
+        stacked = jnp.concatenate([d for _, d in chunk])  # [n*B, 4H], rows in step order
+        d_w_input += inputs[first:first + len(chunk)].reshape(-1, features).T @ stacked
+        d_bias += stacked.sum(0)
+        previous = [(hs[s - 1] if s else h0, d) for s, d in chunk if s or h0 is not None]
+        if previous:
+            d_w_hidden += jnp.concatenate([h for h, _ in previous]).T @ jnp.concatenate([d for _, d in previous])
+        d_chunk = (stacked @ w_input.T).reshape(len(chunk), batch, features)
+        for k, (s, _) in enumerate(chunk):
+            d_inputs[s] = d_chunk[k]
+        chunk = []
+    d_carry = None if carry is None else (dh_recurrent, dc)
+    return jnp.stack(d_inputs), d_w_input, d_w_hidden, d_bias, d_carry
+
+
+lstm_sequence.defvjp(_lstm_sequence_fwd, _lstm_sequence_bwd)
+
+
 class LSTMLayer(nn.Module):
-    """One LSTM layer over a time-major sequence [T, B, in] -> (outputs [T, B, H], (h, c))."""
+    """One LSTM layer over a time-major sequence [T, B, in] -> (outputs [T, B, H], (h, c)).
+
+    ``unroll=True`` runs :func:`lstm_sequence`; an integer runs a ``lax.scan`` with that many steps per iteration.
+    """
 
     hidden_size: int
     unroll: int | bool = True
@@ -32,6 +149,8 @@ class LSTMLayer(nn.Module):
         w_input = self.param("w_input", nn.initializers.lecun_normal(), (features, 4 * hidden))
         w_hidden = self.param("w_hidden", nn.initializers.lecun_normal(), (hidden, 4 * hidden))
         bias = self.param("bias", nn.initializers.zeros, (4 * hidden,))
+        if self.unroll is True:
+            return lstm_sequence(inputs, w_input, w_hidden, bias, carry)
         projected = (inputs.reshape(steps * batch, features) @ w_input + bias).reshape(steps, batch, 4 * hidden)
         if carry is None:
             carry = (jnp.zeros((batch, hidden), inputs.dtype), jnp.zeros((batch, hidden), inputs.dtype))
