@@ -31,7 +31,6 @@ import datetime
 import json
 import math
 import os
-import platform
 import time
 from collections.abc import Sequence
 
@@ -41,6 +40,7 @@ import numpy as np
 
 from asd_jax.config import split_list
 from asd_jax.data.features import FeatureConfig
+from asd_jax.hardware import cpu_name, device_name
 from asd_jax.methods.sequence import build_model
 from asd_jax.train import ensemble
 
@@ -66,7 +66,7 @@ def run(config) -> dict:
         row["share_of_peak"] = row["flops_per_s"] / peak
         row["share_of_peak_executed"] = row["flops_per_s_executed"] / peak
     output = {
-        "device": f"{device.platform}: {_device_name(device)}",
+        "device": f"{device.platform}: {device_name(device)}",
         "peak_flops_per_s": peak,
         "peak_kind": f"jitted float32 square matmul, default precision, best of sizes {tuple(sizes)} measured "
                      "before and after the training programs",
@@ -78,7 +78,7 @@ def run(config) -> dict:
         "results": results,
         "features_shape": list(shape),
         "jax_version": jax.__version__,
-        "cpu": _cpu_name(),
+        "cpu": cpu_name(),
         "cpu_count": os.cpu_count(),
         "device_count": jax.device_count(),
         "load_average_before": load_before,
@@ -238,21 +238,6 @@ def format_table(output: dict) -> str:
     lines.append(f"{output['device']} ({output['cpu_count']} CPUs{load}); peak {output['peak_flops_per_s'] / 1e9:.1f} "
                  "GFLOP/s (float32 matmul, same run)")
     return "\n".join(lines)
-
-
-def _device_name(device) -> str:
-    return _cpu_name() if device.platform == "cpu" else device.device_kind
-
-
-def _cpu_name() -> str:
-    try:
-        with open("/proc/cpuinfo") as handle:
-            for line in handle:
-                if line.startswith("model name"):
-                    return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or platform.machine()
 
 
 def _load_average() -> list[float]:

@@ -21,18 +21,8 @@ import time
 
 import numpy as np
 
+from asd_jax.hardware import cpu_name, device_name
 from asd_jax.models import vggish as vggish_model
-
-
-def _cpu_name() -> str:
-    try:
-        with open("/proc/cpuinfo") as handle:
-            for line in handle:
-                if line.startswith("model name"):
-                    return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or platform.machine()
 
 
 def _time_backend(extractor, clips: list[np.ndarray], warmup: list[np.ndarray], repeats: int) -> tuple[dict, list]:
@@ -88,13 +78,13 @@ def run(handle: str | None, num_clips: int, batch_size: int, seconds: float, rep
         "batch_size": batch_size,
         "repeats": repeats,
         "flax": {**flax_report, "device": f"{device.platform}: "
-                 f"{_cpu_name() if device.platform == 'cpu' else getattr(device, 'device_kind', str(device))}",
+                 f"{device_name(device)}",
                  "jax_version": jax.__version__, "precision": "highest"},
-        "tf": {**tf_report, "device": f"cpu: {_cpu_name()} (GPUs hidden from TensorFlow)",
+        "tf": {**tf_report, "device": f"cpu: {cpu_name()} (GPUs hidden from TensorFlow)",
                "tf_version": tf.__version__},
         "flax_speedup_over_tf": tf_report["best_s"] / flax_report["best_s"],
         "max_abs_diff_flax_vs_tf": float(max(np.max(np.abs(a - b)) for a, b in zip(flax_out, tf_out))),
-        "host": {"cpu": _cpu_name(), "cpu_count": os.cpu_count(), "platform": platform.platform()},
+        "host": {"cpu": cpu_name(), "cpu_count": os.cpu_count(), "platform": platform.platform()},
     }
 
 
