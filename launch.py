@@ -5,8 +5,11 @@
   python launch.py --mode=synth --data_dir=DIR           # write a synthetic slide-rail data set
   python launch.py --mode=score --workdir=RUN a.wav b.wav
   python launch.py --mode=benchmark --method=lstm --ensemble_sizes=1,8 --output=bench.json
+  python launch.py --mode=sweep --sweep=experiments/sweeps/smoke.py --workdir=runs/smoke
+  python launch.py --config=experiments/configs/dcase_baseline.py --epochs=20
 
-Any config value can be set with --config.<path>=<value> (see asd_jax/config.py), e.g. --config.gru_ae.hidden_size=128.
+--config is a config file (default asd_jax/config.py; variants in experiments/configs/); any value can be set with
+--config.<path>=<value>, e.g. --config.gru_ae.hidden_size=128. The shortcut flags below are applied after those.
 """
 
 import os
@@ -17,10 +20,14 @@ from absl import logging as absl_logging
 from ml_collections import config_flags
 
 from asd_jax import config as config_lib
+from asd_jax.methods import registry
 
-config_flags.DEFINE_config_dict("config", config_lib.get_config(), "Full configuration (asd_jax/config.py).")
-flags.DEFINE_string("method", None, f"One of {', '.join(config_lib.METHODS)} (benchmark: a comma list).")
-flags.DEFINE_enum("mode", None, config_lib.MODES, "train (default), synth, score or benchmark.")
+DEFAULT_CONFIG = os.path.join(os.path.dirname(os.path.abspath(config_lib.__file__)), "config.py")
+config_flags.DEFINE_config_file("config", DEFAULT_CONFIG, "Config file with a get_config() (default asd_jax/config.py; "
+                                "variants in experiments/configs/).")
+flags.DEFINE_string("method", None, f"One of {', '.join(registry.names())} (benchmark: a comma list).")
+flags.DEFINE_enum("mode", None, config_lib.MODES, "train (default), sweep, synth, score or benchmark.")
+flags.DEFINE_string("sweep", None, "--mode=sweep: a sweep file, experiments/sweeps/<name>.py.")
 flags.DEFINE_string("data_dir", None, "DCASE data root; empty: the synthetic slide-rail set.")
 flags.DEFINE_string("test_data_dir", None, "Take the test clips from this folder instead of --data_dir.")
 flags.DEFINE_string("machine_type", None, "Machine type folder, e.g. slider.")
@@ -51,33 +58,63 @@ _SHORTCUTS = {
     "learning_rate": "{method}.train.learning_rate", "threshold_policy": "threshold.policy", "output": "output",
     "ensemble_sizes": "benchmark.ensemble_sizes", "vggish_handle": "vggish.handle",
     "vggish_backend": "vggish.backend", "ocsvm_select": "ocsvm.select", "cache_dir": "cache_dir",
-    "progress": "progress",
+    "progress": "progress", "sweep": "sweep",
 }
 
 
 def resolve_config():
-    """The config with every flag that was given applied on top of --config.* overrides."""
+    """(config, axes): the config with every given flag applied on top of --config and its overrides, and the swept
+    values of a plain run (``--learning_rate=1e-3,3e-4`` makes one member per rate)."""
     config = FLAGS.config
+    mode = FLAGS.mode or config.mode
+    if mode == "sweep":  # the sweep file's get_config() is the base; the flags below still apply
+        if any(arg.startswith("--config") for arg in sys.argv[1:]):
+            raise app.UsageError("--mode=sweep takes its config from the sweep file's get_config(): put --config "
+                                 "changes there (shortcut flags such as --data_dir and --workdir still apply)")
+        from asd_jax import sweep
+
+        config = sweep.load(FLAGS.sweep or "").get_config()
+    axes = {}
     with config.unlocked():
+        if FLAGS.method is not None:
+            config.method = FLAGS.method
+        methods = config_lib.split_list(config.method)
+        unknown = [m for m in methods if m not in registry.names()]
+        if unknown or not methods or (len(methods) > 1 and mode != "benchmark"):
+            raise app.UsageError(f"--method={config.method}: choose one of {', '.join(registry.names())} "
+                                 "(a comma list only with --mode=benchmark)")
         for flag, path in _SHORTCUTS.items():
             value = getattr(FLAGS, flag)
-            if value is None:
+            if value is None or flag == "method":
                 continue
             if "{method}" in path:
-                if config.method not in config_lib.SEQUENCE_METHODS:
-                    raise app.UsageError(f"--{flag} applies to the sequence methods (lstm, gru_ae, dense_ae)")
-                path = path.format(method=config.method)
+                targets = [registry.get(m) for m in methods]
+                if any(m.kind != "ensemble" for m in targets):
+                    raise app.UsageError(f"--{flag} applies to the methods trained on windows "
+                                         f"({', '.join(registry.names('ensemble'))})")
+                for target in targets:
+                    values = _values(flag, value)
+                    node = config[target.section].train
+                    node[path.rsplit(".", 1)[-1]] = values[0]
+                    if len(values) > 1:
+                        axes[f"{target.section}.{path.split('.', 1)[1]}"] = values
+                continue
             *parents, leaf = path.split(".")
             node = config
             for parent in parents:
                 node = node[parent]
-            node[leaf] = str(value) if leaf == "learning_rate" else value
-    methods = config_lib.split_list(config.method)
-    unknown = [m for m in methods if m not in config_lib.METHODS]
-    if unknown or not methods or (len(methods) > 1 and config.mode != "benchmark"):
-        raise app.UsageError(f"--method={config.method}: choose one of {', '.join(config_lib.METHODS)} "
-                             "(a comma list only with --mode=benchmark)")
-    return config
+            node[leaf] = value
+    return config, axes
+
+
+def _values(flag: str, value):
+    """A shortcut's value(s): ``--learning_rate`` takes a comma list."""
+    if flag != "learning_rate":
+        return [value]
+    try:
+        return [float(v) for v in config_lib.split_list(value)]
+    except ValueError:
+        raise app.UsageError(f"--learning_rate={value}: give a number or a comma list of numbers") from None
 
 
 def main(argv):
@@ -89,7 +126,8 @@ def main(argv):
     from asd_jax.embeddings.vggish import VGGishUnavailableError
 
     try:
-        pipeline.run(resolve_config(), files=argv[1:])
+        config, axes = resolve_config()
+        pipeline.run(config, files=argv[1:], axes=axes)
     except (DatasetError, AudioError, VGGishUnavailableError, FileNotFoundError, ValueError) as error:
         if os.environ.get("ASD_JAX_TRACEBACK"):
             raise

@@ -4,7 +4,7 @@
 
 For every (method, ensemble size) this times the real training program: ``ensemble.make_train_fn`` (jit + vmap over
 members + scan over ``steps_per_call`` steps) on states from ``ensemble.init_states`` and the model from
-``methods.sequence.build_model``, fed random device-resident features of the real shape [num_clips, frames, mels];
+the method registry, fed random device-resident features of the real shape [num_clips, frames, mels];
 the windows are drawn inside the step as in training, so their gather is timed too. The program is compiled ahead
 of time (``compile_time_s``), called ``warmup_calls`` times, then ``timed_calls`` calls are timed to completion:
 ``step_time_s`` is their median per step, ``step_time_best_s`` the fastest.
@@ -41,7 +41,7 @@ import numpy as np
 from asd_jax.config import split_list
 from asd_jax.data.features import FeatureConfig
 from asd_jax.hardware import cpu_name, device_name
-from asd_jax.methods.sequence import build_model
+from asd_jax.methods import registry
 from asd_jax.train import ensemble
 
 PEAK_SIZES = (1024, 2048, 4096)  # CPU; accelerators use ACCELERATOR_PEAK_SIZES
@@ -94,35 +94,42 @@ def run(config) -> dict:
     return output
 
 
-def bench_one(method: str, config, ensemble_size: int, features: jax.Array) -> dict:
-    """Compile, warm up and time the training call of one method and ensemble size."""
-    model = build_model(method, config)
-    train = config[method].train
-    steps = int(train.steps_per_call)
-    learning_rate = float(split_list(str(train.learning_rate))[0])
-    members = ensemble.members_grid(range(config.seed, config.seed + ensemble_size), [learning_rate])
-    states = ensemble.init_states(model, members, features.shape[-1], train.grad_clip_norm)
+def bench_one(method_name: str, config, ensemble_size: int, features: jax.Array) -> dict:
+    """Compile, warm up and time the training call of one registered method and ensemble size."""
+    method = registry.get(method_name)
+    if method.kind != "ensemble":
+        raise ValueError(f"no training-step benchmark for {method_name!r} (kind {method.kind!r}); the benchmark covers "
+                         f"{', '.join(registry.names('ensemble'))}")
+    model = method.window_model(config)
+    section = config[method.section]
+    train = ensemble.TrainConfig.from_section(section.train)
+    steps = train.steps_per_call
+    members = [ensemble.Member.create(seed, learning_rate=float(section.train.learning_rate))
+               for seed in range(config.seed, config.seed + ensemble_size)]
+    states = ensemble.init_states(model, members, features.shape[-1], train.make_optimizer(len(features)))
     states, features = ensemble.place(states, features)
-    train_fn = ensemble.make_train_fn(model, train.batch_size, steps, train.grad_clip_norm)
+    labels = jnp.zeros(len(features), jnp.int32) if method.labels else None
+    train_fn = ensemble.make_train_fn(model, train.batch_size, steps)
     started = time.perf_counter()
-    compiled = train_fn.lower(states, features).compile()
+    compiled = train_fn.lower(states, features, labels).compile()
     compile_time = time.perf_counter() - started
-    executed = count_matmul_flops(_without_dead_code(jax.make_jaxpr(train_fn)(states, features).jaxpr)) / steps
+    executed = count_matmul_flops(_without_dead_code(jax.make_jaxpr(train_fn)(states, features, labels).jaxpr))
+    executed /= steps
     xla_flops = _xla_flops(compiled)
     for _ in range(config.benchmark.warmup_calls):
-        states, losses = compiled(states, features)
+        states, losses = compiled(states, features, labels)
     jax.block_until_ready((states, losses) if config.benchmark.warmup_calls else states)
     call_times = []
     for _ in range(config.benchmark.timed_calls):
         started = time.perf_counter()
-        states, losses = compiled(states, features)
+        states, losses = compiled(states, features, labels)
         jax.block_until_ready((states, losses))
         call_times.append(time.perf_counter() - started)
     step_times = np.asarray(call_times) / steps
     step_time = float(np.median(step_times))
     windows = train.batch_size * ensemble_size
-    analytic = analytic_flops_per_window(method, config, features.shape[-1])
-    return {"method": method, "ensemble_size": ensemble_size, "batch_size": int(train.batch_size),
+    analytic = float(method.flops_per_window(section, features.shape[-1]))
+    return {"method": method_name, "ensemble_size": ensemble_size, "batch_size": int(train.batch_size),
             "steps_per_call": steps, "step_time_s": step_time, "step_time_best_s": float(np.min(step_times)),
             "call_times_s": call_times, "compile_time_s": compile_time,
             "windows_per_s_total": windows / step_time, "windows_per_s_per_member": train.batch_size / step_time,
@@ -146,27 +153,6 @@ def matmul_peak(sizes: Sequence[int] = PEAK_SIZES, repeats: int = 5) -> float:
             matmul(a, b).block_until_ready()
             best = max(best, 2.0 * size**3 / (time.perf_counter() - started))
     return best
-
-
-def analytic_flops_per_window(method: str, config, mels: int) -> float:
-    """Forward + backward FLOPs of one window (3x the forward matmul FLOPs; elementwise work not counted)."""
-    section = config[method]
-    if method == "lstm":
-        hidden, steps = section.hidden_size, section.context
-        inputs = [mels] + [hidden] * (section.num_layers - 1)
-        forward = sum(steps * 2 * (i + hidden) * 4 * hidden for i in inputs) + 2 * hidden * mels
-    elif method == "gru_ae":
-        hidden, steps = section.hidden_size, section.sequence_length
-        encoder = [mels] + [hidden] * (section.num_layers - 1)
-        decoder = [hidden] * section.num_layers
-        forward = sum(steps * 2 * (i + hidden) * 3 * hidden for i in encoder + decoder) + steps * 2 * hidden * mels
-    elif method == "dense_ae":
-        widths = [section.frames * mels] + [section.hidden_size] * 4 + [section.bottleneck] + \
-            [section.hidden_size] * 4 + [section.frames * mels]
-        forward = sum(2 * a * b for a, b in zip(widths[:-1], widths[1:]))
-    else:
-        raise ValueError(f"no benchmark for {method!r}: the benchmark covers lstm, gru_ae and dense_ae")
-    return 3.0 * forward
 
 
 def count_matmul_flops(jaxpr) -> float:

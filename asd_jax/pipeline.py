@@ -1,38 +1,39 @@
 """The main job: data -> detector -> scores -> metrics -> run directory; and scoring new recordings with a run.
 
-A run directory is self-contained: ``config.json`` (resolved), ``normalizer.npz`` or ``ocsvm.pkl``, ``threshold.json``,
-``checkpoints/``, ``train_curve.jsonl``, ``results.json``, ``scores.csv``, ``report.md`` and plots.
+A run trains one group of members (:mod:`asd_jax.experiment`) in one compiled program; its directory
+(:class:`asd_jax.rundir.RunDir`) is self-contained.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import logging
 import os
-import sys
 import time
 
-import ml_collections
 import numpy as np
 
-from asd_jax.config import METHODS, SEQUENCE_METHODS, split_list
+from asd_jax import config as config_lib
+from asd_jax import experiment
+from asd_jax.config import RUN_LEVEL, split_list
 from asd_jax.data import dcase
 from asd_jax.evaluate import report
 from asd_jax.evaluate.thresholds import Threshold, choose_threshold
+from asd_jax.methods import registry
+from asd_jax.methods.clip_vectors import OCSVMDetector
+from asd_jax.methods.sequence import SequenceDetector
+from asd_jax.rundir import RunDir
+from asd_jax.train import ensemble
 
 log = logging.getLogger(__name__)
 
 
+DETECTORS = {"ensemble": SequenceDetector, "clip_vector": OCSVMDetector}
+
+
 def detector_class(method: str):
-    if method in SEQUENCE_METHODS:
-        from asd_jax.methods.sequence import SequenceDetector
-
-        return SequenceDetector
-    if method in ("vggish_ocsvm", "logmel_ocsvm"):
-        from asd_jax.methods.clip_vectors import OCSVMDetector
-
-        return OCSVMDetector
-    raise ValueError(f"unknown method {method!r}; choose one of {', '.join(METHODS)}")
+    return DETECTORS[registry.get(method).kind]
 
 
 def resolve_data_dir(config) -> str:
@@ -64,43 +65,19 @@ def holdout(clips: list[dcase.Clip], fraction: float, seed: int) -> tuple[list[d
     return fit, validation
 
 
-def save_config(config, workdir: str, **resolved) -> None:
-    payload = {"config": config.to_dict(), "resolved": resolved, "argv": sys.argv}
-    with open(os.path.join(workdir, "config.json"), "w") as handle:
-        json.dump(payload, handle, indent=2, default=str)
+@dataclasses.dataclass
+class Data:
+    """The clips of one run: normal training clips split into fit and held-out, and the test clips."""
+
+    data_dir: str
+    test_data_dir: str
+    fit: list[dcase.Clip]
+    validation: list[dcase.Clip]
+    test: list[dcase.Clip]
+    unmatched: list[str]
 
 
-def load_run_config(workdir: str) -> ml_collections.ConfigDict:
-    path = os.path.join(workdir, "config.json")
-    if not os.path.exists(path):
-        raise FileNotFoundError(f"{path} not found: --workdir must be the directory of a trained run")
-    with open(path) as handle:
-        return ml_collections.ConfigDict(json.load(handle)["config"])
-
-
-def _check_resumable(config, workdir: str) -> None:
-    """A workdir with checkpoints may only be resumed with the same method and model settings."""
-    path = os.path.join(workdir, "config.json")
-    if not os.path.exists(path) or not os.path.isdir(os.path.join(workdir, "checkpoints")):
-        return
-    previous = load_run_config(workdir)
-    keys = ["method", "seed", "num_seeds", "features", config.method]
-    # compare plain values: ConfigDict equality also compares the lock state, and launch.py's config is locked
-    plain = lambda value: value.to_dict() if isinstance(value, ml_collections.ConfigDict) else value
-    changed = [k for k in keys if k in previous and plain(previous[k]) != plain(config[k])]
-    if changed:
-        raise ValueError(f"{workdir} holds checkpoints of a run with other settings ({', '.join(changed)}); "
-                         "pass another --workdir, or delete that directory to start over")
-
-
-def train_and_evaluate(config) -> dict:
-    """Train ``config.method`` on the normal training clips, score the test clips, write the run directory."""
-    started = time.perf_counter()
-    if config.method == "vggish_ocsvm":  # fail at once, before any data work, when the model cannot be had
-        from asd_jax.embeddings.vggish import resolve_source
-
-        resolve_source(config.vggish.handle)
-    workdir = resolve_workdir(config)
+def load_data(config) -> Data:
     data_dir = resolve_data_dir(config)
     machine_ids = split_list(config.machine_ids) or None
     found = dcase.find_clips(data_dir, config.machine_type, machine_ids, config.ground_truth_csv or None)
@@ -115,52 +92,121 @@ def train_and_evaluate(config) -> dict:
     anomalous_train = [c for c in train_clips if c.label != dcase.NORMAL]
     if anomalous_train:
         raise dcase.DatasetError(f"{anomalous_train[0].path}: training clips must be normal; move anomalies to test/")
+    fit_clips, validation_clips = holdout(train_clips, config.val_fraction, config.data_seed)
+    return Data(data_dir, test_data_dir, fit_clips, validation_clips, test_clips, unmatched)
 
-    os.makedirs(workdir, exist_ok=True)
-    _check_resumable(config, workdir)
-    fit_clips, validation_clips = holdout(train_clips, config.val_fraction, config.seed)
-    save_config(config, workdir, data_dir=os.path.abspath(data_dir), test_data_dir=os.path.abspath(test_data_dir),
-                num_fit_clips=len(fit_clips), num_validation_clips=len(validation_clips),
-                num_test_clips=len(test_clips))
-    print(f"{config.method} on {config.machine_type}: {len(fit_clips)} training, {len(validation_clips)} held-out "
-          f"normal and {len(test_clips)} test clips from {data_dir}; run directory {workdir}")
 
-    detector = detector_class(config.method)(config, workdir, config.cache_dir or None)
-    if config.method.endswith("ocsvm"):
-        skipped = detector.fit(fit_clips, oracle_clips=test_clips if config.ocsvm.select == "oracle" else None)
-    else:
-        skipped = detector.fit(fit_clips)
-    validation = detector.score([c.path for c in validation_clips], "held-out normals")
-    test = detector.score([c.path for c in test_clips], "test")
-    skipped = skipped + validation.skipped + test.skipped + [{"file": p, "error": "name fits no DCASE pattern"}
-                                                            for p in unmatched]
+def _comparable(config) -> dict:
+    """The config without its run-level settings: what a resumed run must share with the one that started."""
+    plain = config.to_dict()
+    for key in RUN_LEVEL:
+        plain.pop(key, None)
+    return json.loads(json.dumps(plain, default=str))
 
+
+def check_resumable(run: RunDir, config, members: list[dict]) -> None:
+    """A run directory with checkpoints or results may only be continued with the same settings and members."""
+    if not os.path.exists(run.file(RunDir.CONFIG)) or not (run.has_checkpoints or run.finished):
+        return
+    previous, current = _comparable(run.load_config()), _comparable(config)
+    changed = sorted(key for key in set(previous) | set(current) if previous.get(key) != current.get(key))
+    if run.load_resolved().get("members") != json.loads(json.dumps(members, default=str)):
+        changed.append("members")
+    if changed:
+        raise ValueError(f"{run} holds a run with other settings ({', '.join(changed)}); "
+                         "pass another --workdir, or delete that directory to start over")
+
+
+def plain_group(config, axes: dict | None = None) -> experiment.Group:
+    """The members of a plain run: ``num_seeds`` seeds times the points of ``axes`` (e.g. several learning rates
+    from ``--learning_rate=1e-3,3e-4``); they must form one group (else: ``--mode=sweep``)."""
+    config_lib.check(config)
+    members = experiment.expand(config, experiment.product(axes) if axes else None)
+    groups = experiment.group(members)
+    if len(groups) > 1:
+        raise ValueError(f"these settings need {len(groups)} compiled programs ({', '.join(g.name for g in groups)}): "
+                         "declare them as a sweep and run --mode=sweep")
+    return groups[0]
+
+
+def train_and_evaluate(config, axes: dict | None = None, stop_after_epoch: int | None = None) -> dict:
+    """Train ``config.method`` on the normal training clips, score the test clips, write the run directory."""
+    return run_group(plain_group(config, axes), RunDir(resolve_workdir(config)), stop_after_epoch)
+
+
+def run_group(group: experiment.Group, run: RunDir, stop_after_epoch: int | None = None, data: Data | None = None,
+              progress: bool | None = None) -> dict:
+    """Train one group's members together, evaluate them, write ``run``; returns the results dict."""
+    started = time.perf_counter()
+    config = group.config
+    if progress is not None:
+        with config.unlocked():
+            config.progress = progress
+    if config.method == "vggish_ocsvm":  # fail at once, before any data work, when the model cannot be had
+        from asd_jax.embeddings.vggish import resolve_source
+
+        resolve_source(config.vggish.handle)
+    data = data or load_data(config)
+    run.create()
+    described = [m.describe() for m in group.members]
+    check_resumable(run, config, described)
+    run.save_config(config, data_dir=os.path.abspath(data.data_dir), test_data_dir=os.path.abspath(data.test_data_dir),
+                    num_fit_clips=len(data.fit), num_validation_clips=len(data.validation),
+                    num_test_clips=len(data.test), group=group.name, members=described)
+    members = [m.member() for m in group.members]
+    print(f"{config.method} on {config.machine_type}: {len(data.fit)} training, {len(data.validation)} held-out "
+          f"normal and {len(data.test)} test clips from {data.data_dir}; {_describe_members(group)}; "
+          f"run directory {run}")
+
+    detector = detector_class(config.method)(config, run, members, config.cache_dir or None)
+    oracle = data.test if registry.get(config.method).kind == "clip_vector" and config.ocsvm.select == "oracle" \
+        else None
+    kwargs = {"stop_after_epoch": stop_after_epoch} if stop_after_epoch is not None else {}
+    skipped = detector.fit(data.fit, data.validation, oracle_clips=oracle, **kwargs)
+    validation = detector.score([c.path for c in data.validation], "held-out normals")
+    test = detector.score([c.path for c in data.test], "test")
+    skipped = skipped + test.skipped + [{"file": p, "error": "name fits no DCASE pattern"} for p in data.unmatched]
+    skipped = list({entry["file"]: entry for entry in skipped}.values())
+
+    labels = _labels(test, data.test)
     threshold = choose_threshold(
         config.threshold.policy, normal_scores=validation.values.mean(axis=0) if validation.values.size else None,
         quantile=config.threshold.quantile, value=config.threshold.value,
-        test_labels=_labels(test, test_clips), test_scores=test.values.mean(axis=0))
-    with open(os.path.join(workdir, "threshold.json"), "w") as handle:
-        json.dump({"policy": threshold.policy, "value": threshold.value, "test_tuned": threshold.test_tuned,
-                   "quantile": threshold.quantile}, handle, indent=2)
-
-    by_path = {c.path: c for c in test_clips}
-    extra = dict(detector.extra_results, validation_scores=validation.values.mean(axis=0).tolist(),
+        test_labels=labels, test_scores=test.values.mean(axis=0))
+    by_path = {c.path: c for c in data.test}
+    machine_ids = [by_path[p].machine_id for p in test.paths]
+    validation_errors = validation.values.mean(axis=1) if validation.values.size else [None] * len(members)
+    extra = dict(detector.extra_results, group=group.name, compiles=detector.compiles,
+                 validation={"num_clips": len(validation.paths),
+                             "criterion": "mean score of the held-out normal training clips"},
                  seconds=round(time.perf_counter() - started, 1))
     results = report.evaluate_run(
-        method=config.method, machine_type=config.machine_type, data_dir=os.path.abspath(test_data_dir),
-        files=test.paths, machine_ids=[by_path[p].machine_id for p in test.paths], labels=_labels(test, test_clips),
-        member_scores=test.values, threshold=threshold, skipped_files=skipped, extra=extra,
-        member_names=detector.member_names)
+        method=config.method, machine_type=config.machine_type, data_dir=os.path.abspath(data.test_data_dir),
+        files=test.paths, machine_ids=machine_ids, labels=labels, member_scores=test.values, threshold=threshold,
+        skipped_files=skipped, extra=extra, member_names=detector.member_names)
+    for entry, spec, error in zip(results["members"], group.members, validation_errors):
+        entry.update(seed=spec.seed, setting=spec.setting, validation_error=error)
+    results["settings"] = experiment.setting_figures(results["members"], group.members)
     if getattr(detector, "test_tuned", False):
         results["test_tuned"] = True
         results["notes"].append("hyper-parameters chosen by test AUC (--ocsvm_select=oracle): TEST-TUNED")
-    report.write_run_outputs(workdir, results, files=test.paths, machine_ids=[by_path[p].machine_id for p in test.paths],
-                             labels=_labels(test, test_clips), member_scores=test.values,
-                             member_names=detector.member_names)
-    report.plot_training_curve(workdir)
+    validation_ids = {c.path: c.machine_id for c in data.validation}
+    report.write_run_outputs(run, results, files=test.paths, machine_ids=machine_ids, labels=labels,
+                             member_scores=test.values, member_names=detector.member_names,
+                             validation=(validation.paths, [validation_ids[p] for p in validation.paths],
+                                         validation.values))
     print(report.format_table(results))
-    print(f"wrote results.json, scores.csv, report.md and plots to {workdir}")
+    print(f"wrote results.json, scores.csv, report.md and plots to {run}")
     return results
+
+
+def _describe_members(group: experiment.Group) -> str:
+    seeds = len({m.seed for m in group.members})
+    settings = len(group.settings)
+    text = f"{seeds} seed{'s' if seeds > 1 else ''}"
+    if settings > 1:
+        text = f"{settings} settings x {text}"
+    return text + (" in one compiled program" if len(group.members) > 1 else "")
 
 
 def _labels(scores, clips: list[dcase.Clip]) -> np.ndarray:
@@ -173,11 +219,13 @@ def score_files(workdir: str, paths: list[str], output: str = "", progress: bool
     if not paths:
         raise ValueError("give the wav files to score after the flags: "
                          "python launch.py --mode=score --workdir=RUN clip1.wav clip2.wav")
-    config = load_run_config(workdir)
+    run = RunDir(workdir)
+    config = run.load_config()
     config.progress = progress
-    with open(os.path.join(workdir, "threshold.json")) as handle:
-        threshold = Threshold(**json.load(handle))
-    detector = detector_class(config.method).restore(config, workdir)
+    threshold = Threshold(**run.read_json(RunDir.THRESHOLD))
+    members = [ensemble.Member(m["name"], m["seed"], tuple(m["hparams"].items()))
+               for m in run.load_resolved()["members"]]
+    detector = detector_class(config.method).restore(config, run, members)
     scores = detector.score(list(paths), "scoring")
     rows = []
     for path, member_scores in zip(scores.paths, scores.values.T):
@@ -210,8 +258,8 @@ def synthesize(config) -> dict:
                                       progress=config.progress)
 
 
-def run(config, files: list[str] | None = None) -> dict | list:
-    """Dispatch on ``config.mode``."""
+def run(config, files: list[str] | None = None, axes: dict | None = None) -> dict | list:
+    """Dispatch on ``config.mode``; ``axes`` are the swept values of a plain run (``--learning_rate=a,b``)."""
     if config.mode == "synth":
         return synthesize(config)
     if config.mode == "score":
@@ -221,5 +269,9 @@ def run(config, files: list[str] | None = None) -> dict | list:
 
         return bench.run(config)
     if config.mode == "train":
-        return train_and_evaluate(config)
-    raise ValueError(f"unknown --mode={config.mode!r}; choose train, synth, score or benchmark")
+        return train_and_evaluate(config, axes)
+    if config.mode == "sweep":
+        from asd_jax import sweep
+
+        return sweep.run(config)
+    raise ValueError(f"unknown --mode={config.mode!r}; choose one of {', '.join(config_lib.MODES)}")

@@ -84,6 +84,7 @@ def tiny_dataset(tmp_path_factory) -> str:
 def tiny_config(method: str, data_dir: str, workdir: str, cache_dir: str, epochs: int = 2):
     """``asd_jax.config.get_config()`` shrunk for fast tests: 1 s clips, 32 mels, hidden 8-16, short windows."""
     from asd_jax.config import get_config
+    from asd_jax.methods import registry
 
     config = get_config()
     config.method = method
@@ -94,10 +95,10 @@ def tiny_config(method: str, data_dir: str, workdir: str, cache_dir: str, epochs
     config.num_workers = 1
     config.features.duration_s = 1.0
     config.features.n_mels = 32
-    config.lstm.hidden_size, config.lstm.context = 8, 3
-    config.gru_ae.hidden_size, config.gru_ae.sequence_length, config.gru_ae.score_hop = 8, 4, 2
+    config.lstm.hidden_size, config.lstm.frames = 8, 3
+    config.gru_ae.hidden_size, config.gru_ae.frames, config.gru_ae.score_hop = 8, 4, 2
     config.dense_ae.hidden_size, config.dense_ae.bottleneck = 16, 4
-    for section in ("lstm", "gru_ae", "dense_ae"):
+    for section in registry.names("ensemble"):
         train = config[section].train
         train.epochs, train.batch_size, train.windows_per_clip, train.steps_per_call = epochs, 8, 2, 4
     config.ocsvm.gammas, config.ocsvm.nus = "scale,0.01", "0.1,0.2"

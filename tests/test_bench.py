@@ -10,10 +10,10 @@ import pytest
 
 from asd_jax import bench
 from asd_jax.config import get_config
-from asd_jax.methods.sequence import build_model
+from asd_jax.methods import registry
 from asd_jax.train import ensemble
 
-METHODS = ("lstm", "gru_ae", "dense_ae")
+METHODS = registry.names("ensemble")
 
 
 def _tiny_config(tmp_path):
@@ -22,8 +22,8 @@ def _tiny_config(tmp_path):
     config.method = ",".join(METHODS)
     config.features.duration_s = 0.5  # 16 frames
     config.features.n_mels = 8
-    config.lstm.hidden_size, config.lstm.num_layers, config.lstm.context = 8, 2, 3
-    config.gru_ae.hidden_size, config.gru_ae.num_layers, config.gru_ae.sequence_length = 8, 1, 4
+    config.lstm.hidden_size, config.lstm.num_layers, config.lstm.frames = 8, 2, 3
+    config.gru_ae.hidden_size, config.gru_ae.num_layers, config.gru_ae.frames = 8, 1, 4
     config.dense_ae.hidden_size, config.dense_ae.bottleneck, config.dense_ae.frames = 8, 2, 2
     for method in METHODS:
         config[method].train.batch_size = 4
@@ -70,7 +70,7 @@ def test_benchmark_json_is_complete_and_consistent(tmp_path, monkeypatch, capsys
 def test_lstm_flop_count_matches_the_hand_count():
     config = get_config()
     forward = 2 * 10 * 2 * (128 + 128) * 512 + 2 * 128 * 128
-    assert bench.analytic_flops_per_window("lstm", config, 128) == 3 * forward  # about 15.8 MFLOP
+    assert registry.get("lstm").flops_per_window(config.lstm, 128) == 3 * forward  # about 15.8 MFLOP
 
 
 def test_matmul_count_multiplies_loop_bodies_and_batch_dimensions():
@@ -87,10 +87,11 @@ def test_executed_flops_of_the_default_step_are_close_to_the_model_count(method)
     """The traced default training step runs 3x-forward matmuls, less the work it can skip (first-layer input
     gradients, products with all-zero initial states)."""
     config = get_config()
-    model = build_model(method, config)
+    entry = registry.get(method)
+    model = entry.window_model(config)
     train = config[method].train
-    states = jax.eval_shape(lambda: ensemble.init_states(model, [ensemble.Member(0, 1e-3)], 128))
+    states = jax.eval_shape(lambda: ensemble.init_states(model, [ensemble.Member.create(0)], 128))
     features = jax.ShapeDtypeStruct((4, 313, 128), jnp.float32)
     train_fn = ensemble.make_train_fn(model, train.batch_size, 1)
-    executed = bench.count_matmul_flops(jax.make_jaxpr(train_fn)(states, features).jaxpr) / train.batch_size
-    assert 0.75 < executed / bench.analytic_flops_per_window(method, config, 128) <= 1 + 1e-9
+    executed = bench.count_matmul_flops(jax.make_jaxpr(train_fn)(states, features, None).jaxpr) / train.batch_size
+    assert 0.75 < executed / entry.flops_per_window(config[method], 128) <= 1 + 1e-9

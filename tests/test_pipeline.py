@@ -116,7 +116,7 @@ def test_num_seeds_three_gives_three_members(tiny_dataset, cache_dir, tmp_path):
     config.num_seeds = 3
     results = pipeline.train_and_evaluate(config)
     saved = read_results(str(tmp_path))
-    names = ["seed0_lr0.001", "seed1_lr0.001", "seed2_lr0.001"]
+    names = ["seed0", "seed1", "seed2"]
     assert saved["num_seeds"] == 3 == results["num_seeds"]
     assert [m["name"] for m in saved["members"]] == names
     assert set(saved["std"]) >= {"auc", "pauc"} and set(saved["ensemble"]["per_id"]) == set(TINY_MACHINE_IDS)
@@ -128,7 +128,7 @@ def test_num_seeds_three_gives_three_members(tiny_dataset, cache_dir, tmp_path):
         assert np.all(np.isfinite(members))
         assert float(row["score"]) == pytest.approx(np.mean(members), rel=1e-6)
     # the members differ (own seed: own initialisation and window draws)
-    assert len({row["score_seed0_lr0.001"] for row in rows} & {row["score_seed1_lr0.001"] for row in rows}) == 0
+    assert len({row["score_seed0"] for row in rows} & {row["score_seed1"] for row in rows}) == 0
     member_aucs = [m["mean"]["auc"] for m in saved["members"]]
     assert saved["mean"]["auc"] == pytest.approx(np.mean(member_aucs))
 
@@ -156,7 +156,7 @@ def test_broken_clips_are_skipped_and_listed(tiny_dataset, cache_dir, tmp_path):
     assert len(rows) == NUM_TEST_CLIPS - 1 and broken_test not in {r["file"] for r in rows}
     assert saved["per_id"]["02"]["num_anomaly"] == 2 and saved["per_id"]["00"]["num_anomaly"] == 3
     assert all(np.isfinite(float(r["score"])) for r in rows)
-    assert saved["train_clips"] + len(saved["validation_scores"]) == 2 * 6 - 1
+    assert saved["train_clips"] + saved["validation"]["num_clips"] == 2 * 6 - 1
 
 
 def test_empty_train_folder_names_the_expected_folder(tiny_dataset, cache_dir, tmp_path):
@@ -214,8 +214,11 @@ def test_a_run_directory_resumes_only_with_the_same_settings(trained, tiny_datas
     workdir, _ = trained("lstm")
     config = tiny_config("lstm", tiny_dataset, workdir, cache_dir)
     config.lock()  # as launch.py's config is: the lock state is no setting
-    pipeline._check_resumable(config, workdir)
-    for path, value in [("lstm.hidden_size", 16), ("features.n_mels", 64), ("num_seeds", 2)]:
+    run = pipeline.RunDir(workdir)
+    members = [m.describe() for m in pipeline.plain_group(config).members]
+    config.progress = True  # run-level settings may change
+    pipeline.check_resumable(run, config, members)
+    for path, value in [("lstm.hidden_size", 16), ("features.n_mels", 64)]:
         changed = tiny_config("lstm", tiny_dataset, workdir, cache_dir)
         *parents, leaf = path.split(".")
         node = changed
@@ -223,7 +226,10 @@ def test_a_run_directory_resumes_only_with_the_same_settings(trained, tiny_datas
             node = node[parent]
         node[leaf] = value
         with pytest.raises(ValueError, match=f"other settings \\({path.split('.')[0]}\\)"):
-            pipeline._check_resumable(changed, workdir)
+            pipeline.check_resumable(run, changed, members)
+    two_seeds = [m.describe() for m in pipeline.plain_group(config.copy_and_resolve_references()).members] * 2
+    with pytest.raises(ValueError, match="other settings \\(members\\)"):
+        pipeline.check_resumable(run, config, two_seeds)
 
 
 # ----------------------------------------------------------------------------------------------------------------------
@@ -231,7 +237,7 @@ def test_a_run_directory_resumes_only_with_the_same_settings(trained, tiny_datas
 
 LAUNCH_OVERRIDES = [
     "--config.features.duration_s=1.0", "--config.features.n_mels=32", "--config.num_workers=1",
-    "--config.lstm.hidden_size=8", "--config.lstm.context=3", "--config.lstm.train.batch_size=8",
+    "--config.lstm.hidden_size=8", "--config.lstm.frames=3", "--config.lstm.train.batch_size=8",
     "--config.lstm.train.windows_per_clip=2", "--config.lstm.train.steps_per_call=4",
 ]
 
@@ -310,7 +316,8 @@ import json, sys
 import launch
 launch.FLAGS(sys.argv)
 try:
-    print(launch.resolve_config().to_json())
+    config, axes = launch.resolve_config()
+    print(json.dumps({"config": json.loads(config.to_json()), "axes": axes}))
 except Exception as error:
     print(json.dumps({"error": type(error).__name__, "message": str(error)}))
 """
@@ -324,31 +331,42 @@ def _resolve_flags(*flags: str) -> dict:
 
 
 def test_launch_flags_map_into_the_config():
-    from asd_jax.methods.sequence import members_from_config
-
     resolved = _resolve_flags("--method=lstm", "--epochs=7", "--learning_rate=1e-3,3e-4", "--machine_ids=00,02",
                               "--num_seeds=2", "--seed=5", "--batch_size=32", "--data_dir=/data/x",
                               "--test_data_dir=/data/y", "--workdir=/runs/z", "--threshold_policy=gamma_fit",
                               "--progress=false", "--config.lstm.hidden_size=64", "--config.gru_ae.train.epochs=3")
-    config = ml_collections.ConfigDict(resolved)
+    config = ml_collections.ConfigDict(resolved["config"])
     assert config.method == "lstm"
     assert config.lstm.train.epochs == 7 and config.lstm.train.batch_size == 32
     assert config.gru_ae.train.epochs == 3 and config.dense_ae.train.epochs == 100  # other sections untouched
-    assert config.lstm.train.learning_rate == "1e-3,3e-4"
+    assert resolved["axes"] == {"lstm.train.learning_rate": [1e-3, 3e-4]}
     assert config.machine_ids == "00,02"
     assert (config.num_seeds, config.seed) == (2, 5)
     assert (config.data_dir, config.test_data_dir, config.workdir) == ("/data/x", "/data/y", "/runs/z")
     assert config.threshold.policy == "gamma_fit" and config.progress is False
     assert config.lstm.hidden_size == 64
-    members = members_from_config(config)
-    assert [(m.seed, m.learning_rate) for m in members] == [(5, 1e-3), (6, 1e-3), (5, 3e-4), (6, 3e-4)]
+    members = pipeline.plain_group(config, resolved["axes"]).members
+    assert [(m.seed, m.member().values["learning_rate"]) for m in members] == [(5, 1e-3), (6, 1e-3), (5, 3e-4),
+                                                                               (6, 3e-4)]
+    assert [m.name for m in members] == ["lr0.001_seed5", "lr0.001_seed6", "lr0.0003_seed5", "lr0.0003_seed6"]
 
-    config = ml_collections.ConfigDict(_resolve_flags("--method=gru_ae", "--epochs=4"))
+    resolved = _resolve_flags("--method=gru_ae", "--epochs=4")
+    config = ml_collections.ConfigDict(resolved["config"])
     assert config.gru_ae.train.epochs == 4 and config.lstm.train.epochs == 10
-    assert len(members_from_config(config)) == 1
+    assert len(pipeline.plain_group(config, resolved["axes"]).members) == 1
 
     refused = _resolve_flags("--method=logmel_ocsvm", "--epochs=4")
-    assert refused["error"] == "UsageError" and "sequence methods" in refused["message"]
+    assert refused["error"] == "UsageError" and "trained on windows" in refused["message"]
+
+
+def test_config_files_and_overrides():
+    resolved = _resolve_flags(f"--config={os.path.join(REPO, 'experiments', 'configs', 'dcase_baseline.py')}",
+                              "--config.dense_ae.train.epochs=3", "--machine_ids=00")
+    config = ml_collections.ConfigDict(resolved["config"])
+    assert config.method == "dense_ae" and config.dense_ae.train.epochs == 3 and config.machine_ids == "00"
+    done = subprocess.run([sys.executable, "-c", _FLAGS_SNIPPET, "--config.lstm.no_such_setting=3"], cwd=REPO,
+                          capture_output=True, text=True, timeout=120)
+    assert done.returncode != 0 and "no_such_setting" in done.stderr  # a setting that does not exist is refused
 
 
 # ----------------------------------------------------------------------------------------------------------------------
@@ -366,7 +384,7 @@ def test_lstm_on_the_real_slider_id00_clips(realdata, tmp_path, capsys):
     config.machine_ids = "00"
     config.num_workers = 0
     config.features.duration_s, config.features.n_mels = 10.0, 128  # the real clips as DCASE uses them
-    config.lstm.hidden_size, config.lstm.context = 32, 10
+    config.lstm.hidden_size, config.lstm.frames = 32, 10
     config.lstm.train.epochs, config.lstm.train.batch_size, config.lstm.train.windows_per_clip = 2, 64, 8
     results = pipeline.train_and_evaluate(config)
 
@@ -383,7 +401,7 @@ def test_lstm_on_the_real_slider_id00_clips(realdata, tmp_path, capsys):
     auc = results["per_id"]["00"]["auc"]
     assert 0.0 <= auc <= 1.0
     with capsys.disabled():
-        print(f"\nreal slider id_00 (lstm, hidden 32, context 10, 2 epochs): AUC {auc:.4f}, pAUC "
+        print(f"\nreal slider id_00 (lstm, hidden 32, 10 frames, 2 epochs): AUC {auc:.4f}, pAUC "
               f"{results['per_id']['00']['pauc']:.4f}; trained on {resolved['num_fit_clips']} clips "
               f"(+{resolved['num_validation_clips']} held out for the threshold) from {train_root}/slider/train; "
               f"tested on {int((labels == 0).sum())} normal + {int((labels == 1).sum())} anomalous clips from "

@@ -34,9 +34,10 @@ from asd_jax.evaluate.metrics import (
     undefined_reason,
 )
 from asd_jax.evaluate.thresholds import Threshold
+from asd_jax.rundir import RunDir
 
-RESULTS_FILE, SCORES_FILE, REPORT_FILE = "results.json", "scores.csv", "report.md"
-ROC_FILE, HIST_FILE = "roc.png", "score_hist.png"
+RESULTS_FILE, SCORES_FILE, REPORT_FILE = RunDir.RESULTS, RunDir.SCORES, RunDir.REPORT
+ROC_FILE, HIST_FILE = RunDir.ROC_PLOT, RunDir.HIST_PLOT
 CONTRACT_KEYS = (
     "method", "machine_type", "data_dir", "num_seeds", "per_id", "mean", "std", "ensemble", "pooled",
     "members", "threshold", "test_tuned", "skipped_files", "notes",
@@ -205,6 +206,15 @@ def _num_seeds(results: dict) -> int:
     return int(results.get("num_seeds", 1))
 
 
+def describe_members(results: dict) -> str:
+    """'3 seeds', or '2 settings x 1 seed' when the members differ in more than their seed."""
+    members = results.get("members", [])
+    settings = len(results.get("settings") or [None])
+    seeds = len({m.get("seed", m["name"]) for m in members}) if members else _num_seeds(results)
+    text = f"{seeds} seed{'s' if seeds > 1 else ''}"
+    return f"{settings} settings x {text}" if settings > 1 else text
+
+
 def _with_std(results: dict, value, std) -> str:
     if _num_seeds(results) > 1 and value is not None and std is not None and not math.isnan(value):
         return f"{_fmt(value)} ± {_fmt(std)}"
@@ -242,6 +252,15 @@ def _summary_rows(results: dict) -> list[list[str]]:
     return rows
 
 
+def _mean_pm(mean, std) -> str:
+    return _fmt(mean) + (f" ± {_fmt(std)}" if std is not None else "")
+
+
+def _setting_rows(settings: list[dict]) -> list[list[str]]:
+    return [[s["name"], _mean_pm(s["auc_mean"], s["auc_std"]), _mean_pm(s["pauc_mean"], s["pauc_std"]),
+             _fmt(s["validation_error_mean"], 6)] for s in settings]
+
+
 def _class_rows(threshold: dict) -> list[list[str]]:
     return [
         ["Normal", *(_fmt(threshold[f"{m}_normal"], 2) for m in ("precision", "recall", "f1"))],
@@ -267,14 +286,17 @@ def _aligned(rows: list[list[str]]) -> str:
 def format_table(results: dict) -> str:
     """A plain-text summary for the terminal: AUC/pAUC per id, mean (± std over seeds), and the class table."""
     seeds = _num_seeds(results)
-    lines = [f"{results['method']} | {results['machine_type']} | {seeds} seed{'s' if seeds > 1 else ''}"]
+    lines = [f"{results['method']} | {results['machine_type']} | {describe_members(results)}"]
     rows = [["id", "AUC", "pAUC", "#normal", "#anomaly"], *_summary_rows(results)]
     if seeds > 1:
         ensemble = results["ensemble"]["mean"]
         rows.append(["ensemble mean score", _fmt(ensemble["auc"]), _fmt(ensemble["pauc"]), "", ""])
     lines.append(_aligned(rows))
-    pooled_note = " (mean over seeds)" if seeds > 1 else ""
+    pooled_note = " (mean over members)" if seeds > 1 else ""
     lines.append(f"pooled AUC over all ids{pooled_note}: {_fmt(results['pooled']['auc'])}")
+    if len(results.get("settings") or []) > 1:
+        lines += ["", "per setting (mean ± std over its seeds; held-out normal error is label-free):"]
+        lines.append(_aligned([["setting", "AUC", "pAUC", "held-out error"], *_setting_rows(results["settings"])]))
     lines.append("")
     lines.append("| Class | Precision | Recall | F1-score |")
     lines.extend(f"| {' | '.join(row)} |" for row in _class_rows(results["threshold"]))
@@ -298,7 +320,7 @@ def _report_markdown(results: dict) -> str:
     if threshold.get("test_tuned"):
         lines += ["> **TEST-TUNED THRESHOLD**: the threshold was chosen on the test labels, so the classification "
                   "figures below are optimistic and not a fair estimate.", ""]
-    lines += [f"- data: `{results['data_dir']}`", f"- ensemble members (seeds): {seeds}"]
+    lines += [f"- data: `{results['data_dir']}`", f"- ensemble members: {describe_members(results)}"]
     if results.get("members"):
         lines[-1] += f" ({', '.join(m['name'] for m in results['members'])})"
     extras = {k: v for k, v in results.items() if k not in CONTRACT_KEYS}
@@ -316,6 +338,9 @@ def _report_markdown(results: dict) -> str:
     lines += _markdown_table(["Machine ID", "AUC", "pAUC", "#normal", "#anomaly"], rows)
     lines += ["", f"pAUC: McClish-standardised, FPR in [0, {DEFAULT_MAX_FPR}]. The mean is over ids (as DCASE); "
               "the pooled AUC ranks all ids' clips together."]
+    if len(results.get("settings") or []) > 1:
+        lines += ["", "## Per setting (mean ± std over its seeds)", ""]
+        lines += _markdown_table(["Setting", "AUC", "pAUC", "Held-out normal error"], _setting_rows(results["settings"]))
 
     lines += ["", "## Classification at the threshold (ensemble mean score)", ""]
     lines += _markdown_table(["Class", "Precision", "Recall", "F1-score"], _class_rows(threshold))
@@ -389,30 +414,33 @@ def _plot_histograms(path: str, machine_ids: np.ndarray, labels: np.ndarray, sco
 
 
 def plot_training_curve(run_dir: str) -> str | None:
-    """``train_curve.png`` from ``train_curve.jsonl`` (training loss per epoch, one line per member); None if absent."""
-    source = os.path.join(run_dir, "train_curve.jsonl")
-    if not os.path.exists(source):
-        return None
-    with open(source) as handle:
-        records = [json.loads(line) for line in handle if line.strip()]
+    """``train_curve.png`` from ``train_curve.jsonl``: training loss per epoch, one line per member, and beside it
+    the held-out normal error where the curve has it; None if there is no curve."""
+    records = RunDir(run_dir).read_curve()
     if not records:
         return None
-    epochs = [r["epoch"] for r in records]
-    losses = np.array([r["loss"] for r in records], dtype=float)  # [epochs, members]
-    figure = Figure(figsize=(6, 4), layout="constrained")
-    axes = figure.add_subplot()
-    for member, name in enumerate(records[-1]["members"]):
-        axes.plot(epochs, losses[:, member], marker="o", markersize=3, label=name)
-    axes.set(xlabel="epoch", ylabel="training loss (mean window error)", title="training curve", yscale="log")
-    if losses.shape[1] <= 10:
-        axes.legend(fontsize="small")
-    path = os.path.join(run_dir, "train_curve.png")
+    names = records[-1]["members"]
+    validated = [r for r in records if "validation_error" in r]
+    panels = [("loss", records, "training loss (mean window error)")]
+    if validated:
+        panels.append(("validation_error", validated, "held-out normal error"))
+    figure = Figure(figsize=(6 * len(panels), 4), layout="constrained")
+    for index, (key, rows, label) in enumerate(panels):
+        axes = figure.add_subplot(1, len(panels), index + 1)
+        values = np.array([r[key] for r in rows], dtype=float)  # [epochs, members]
+        for member, name in enumerate(names):
+            axes.plot([r["epoch"] for r in rows], values[:, member], marker="o", markersize=3, label=name)
+        axes.set(xlabel="epoch", ylabel=label, title=label, yscale="log" if np.all(values[np.isfinite(values)] > 0)
+                 else "linear")
+        if len(names) <= 10:
+            axes.legend(fontsize="small")
+    path = os.path.join(run_dir, RunDir.CURVE_PLOT)
     _save(figure, path)
     return path
 
 
 def write_run_outputs(
-    run_dir: str,
+    run: RunDir | str,
     results: dict,
     *,
     files: list[str],
@@ -420,12 +448,16 @@ def write_run_outputs(
     labels: np.ndarray,
     member_scores: np.ndarray,
     member_names: list[str] | None = None,
+    validation: tuple[list[str], list[str], np.ndarray] | None = None,
 ) -> None:
-    """Write results.json, scores.csv, report.md, roc.png and score_hist.png into ``run_dir``.
+    """Write a run's results, once: results.json, threshold.json, scores.csv, validation_scores.csv (when
+    ``validation`` = (files, machine ids, member scores [E, n]) of the held-out normals is given), report.md and the
+    plots (roc.png, score_hist.png, train_curve.png when there is a curve).
 
     ``scores.csv`` has ``file,machine_id,label,score`` (score = ensemble mean) and, when E > 1, one
     ``score_<name>`` column per member; names default to those in ``results["members"]``.
     """
+    run = run if isinstance(run, RunDir) else RunDir(run)
     num_clips = _check_clips(files, machine_ids, labels)
     labels = np.asarray(labels).astype(int)
     matrix = _member_matrix(member_scores, num_clips)
@@ -433,22 +465,33 @@ def write_run_outputs(
         member_names = [m["name"] for m in results["members"]]
     names = _names(member_names, matrix.shape[0])
     ensemble_score = matrix.mean(axis=0)
-    os.makedirs(run_dir, exist_ok=True)
+    run.create()
 
-    with open(os.path.join(run_dir, RESULTS_FILE), "w") as handle:
-        json.dump(_jsonable(results), handle, indent=2, allow_nan=False)
-        handle.write("\n")
-    with open(os.path.join(run_dir, SCORES_FILE), "w", newline="") as handle:
-        writer = csv.writer(handle)
-        member_columns = [f"score_{name}" for name in names] if matrix.shape[0] > 1 else []
-        writer.writerow(["file", "machine_id", "label", "score", *member_columns])
-        for index in range(num_clips):
-            member_values = [repr(float(v)) for v in matrix[:, index]] if member_columns else []
-            score = repr(float(ensemble_score[index]))
-            writer.writerow([files[index], str(machine_ids[index]), int(labels[index]), score, *member_values])
-    with open(os.path.join(run_dir, REPORT_FILE), "w") as handle:
+    run.write_json(RunDir.RESULTS, _jsonable(results))
+    threshold = results["threshold"]
+    run.write_json(RunDir.THRESHOLD, {key: threshold[key] for key in ("policy", "value", "test_tuned", "quantile")})
+    _write_scores(run.file(RunDir.SCORES), files, machine_ids, labels, matrix, names)
+    if validation is not None:
+        validation_files, validation_ids, validation_scores = validation
+        validation_matrix = np.asarray(validation_scores, np.float64).reshape(len(names), len(validation_files))
+        _write_scores(run.file(RunDir.VALIDATION_SCORES), validation_files, validation_ids,
+                      np.zeros(len(validation_files), int), validation_matrix, names)
+    with open(run.file(RunDir.REPORT), "w") as handle:
         handle.write(_report_markdown(_jsonable(results)))
 
     id_array = np.asarray([str(i) for i in machine_ids])
-    _plot_roc(os.path.join(run_dir, ROC_FILE), id_array, labels, ensemble_score)
-    _plot_histograms(os.path.join(run_dir, HIST_FILE), id_array, labels, ensemble_score, results["threshold"]["value"])
+    _plot_roc(run.file(RunDir.ROC_PLOT), id_array, labels, ensemble_score)
+    _plot_histograms(run.file(RunDir.HIST_PLOT), id_array, labels, ensemble_score, threshold["value"])
+    plot_training_curve(run.path)
+
+
+def _write_scores(path: str, files, machine_ids, labels, matrix: np.ndarray, names: list[str]) -> None:
+    with open(path, "w", newline="") as handle:
+        writer = csv.writer(handle)
+        member_columns = [f"score_{name}" for name in names] if matrix.shape[0] > 1 else []
+        writer.writerow(["file", "machine_id", "label", "score", *member_columns])
+        ensemble_score = matrix.mean(axis=0)
+        for index in range(len(files)):
+            member_values = [repr(float(v)) for v in matrix[:, index]] if member_columns else []
+            writer.writerow([files[index], str(machine_ids[index]), int(labels[index]),
+                             repr(float(ensemble_score[index])), *member_values])

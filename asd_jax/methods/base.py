@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import abc
 import dataclasses
+from collections.abc import Sequence
 
 import numpy as np
 
@@ -28,8 +29,11 @@ class Detector(abc.ABC):
     extra_results: dict  # method-specific figures for results.json (e.g. the OC-SVM grid)
 
     @abc.abstractmethod
-    def fit(self, clips: list[Clip]) -> list[dict]:
-        """Train on normal clips; returns the clips that were skipped (``{"file", "error"}``)."""
+    def fit(self, clips: list[Clip], validation_clips: Sequence[Clip] = (),
+            oracle_clips: Sequence[Clip] | None = None) -> list[dict]:
+        """Train on normal clips (``validation_clips``: held-out normals a method may monitor; ``oracle_clips``:
+        labelled test clips, given only for a selection that is labelled TEST-TUNED); returns the clips that were
+        skipped (``{"file", "error"}``)."""
 
     @abc.abstractmethod
     def score(self, paths: list[str], description: str = "scoring") -> Scores:
@@ -37,5 +41,5 @@ class Detector(abc.ABC):
 
     @classmethod
     @abc.abstractmethod
-    def restore(cls, config, workdir: str) -> "Detector":
-        """The trained detector saved in ``workdir``."""
+    def restore(cls, config, run, members) -> "Detector":
+        """The trained detector saved in the run directory ``run`` (its ``members`` as trained)."""

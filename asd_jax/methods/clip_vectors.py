@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import pickle
+from collections.abc import Sequence
 
 import numpy as np
 
@@ -12,6 +13,7 @@ from asd_jax.data.dcase import Clip
 from asd_jax.data.features import FeatureConfig, extract_features
 from asd_jax.methods import ocsvm
 from asd_jax.methods.base import Detector, Scores
+from asd_jax.rundir import RunDir
 
 
 class OCSVMDetector(Detector):
@@ -21,9 +23,10 @@ class OCSVMDetector(Detector):
     mean and std of the log-mel spectrogram and needs no pretrained weights.
     """
 
-    def __init__(self, config, workdir: str, cache_root: str | None = None):
-        self.config, self.workdir, self.cache_root = config, workdir, cache_root
-        self.member_names = ["ocsvm"]
+    def __init__(self, config, run: RunDir, members=(), cache_root: str | None = None):
+        self.config, self.run, self.cache_root = config, run, cache_root
+        self.member_names = [members[0].name] if members else ["ocsvm"]
+        self.compiles = 0
         self.pipeline = None
         self.extra_results: dict = {}
 
@@ -43,7 +46,8 @@ class OCSVMDetector(Detector):
                                    duration_s=self.config.features.duration_s)
         return embedded.vectors, embedded.paths, embedded.skipped
 
-    def fit(self, clips: list[Clip], oracle_clips: list[Clip] | None = None) -> list[dict]:
+    def fit(self, clips: list[Clip], validation_clips: Sequence[Clip] = (),
+            oracle_clips: Sequence[Clip] | None = None) -> list[dict]:
         """Fit on normal training clips; ``oracle_clips`` (labelled test clips) only with ``select=oracle``."""
         settings = self.config.ocsvm
         train_vectors, _, skipped = self.vectors([c.path for c in clips], "train")
@@ -59,7 +63,7 @@ class OCSVMDetector(Detector):
                                holdout_fraction=settings.holdout_fraction, seed=self.config.seed,
                                mode=settings.select, results=self.extra_results, **oracle)
         self.pipeline = ocsvm.fit(train_vectors, ocsvm.parse_gamma(best["gamma"]), best["nu"])
-        with open(os.path.join(self.workdir, "ocsvm.pkl"), "wb") as handle:
+        with open(self.run.file(RunDir.OCSVM), "wb") as handle:
             pickle.dump(self.pipeline, handle)
         return skipped
 
@@ -73,12 +77,12 @@ class OCSVMDetector(Detector):
         return Scores(np.asarray(values, np.float64)[None, :], kept, skipped)
 
     @classmethod
-    def restore(cls, config, workdir: str) -> "OCSVMDetector":
-        detector = cls(config, workdir, cache_root="")
-        path = os.path.join(workdir, "ocsvm.pkl")
+    def restore(cls, config, run: RunDir, members=()) -> "OCSVMDetector":
+        detector = cls(config, run, members, cache_root="")
+        path = run.file(RunDir.OCSVM)
         if not os.path.exists(path):
             raise FileNotFoundError(f"no trained OC-SVM at {path}: train a run there first "
-                                    f"(python launch.py --method={config.method} --workdir={workdir})")
+                                    f"(python launch.py --method={config.method} --workdir={run})")
         with open(path, "rb") as handle:
             detector.pipeline = pickle.load(handle)
         return detector

@@ -13,7 +13,6 @@ the others train on.
 from __future__ import annotations
 
 import dataclasses
-import json
 import logging
 import math
 import os
@@ -27,6 +26,11 @@ import numpy as np
 import optax
 from flax import struct
 
+from asd_jax.progress import bar as progress_bar
+from asd_jax.progress import write as write_line
+from asd_jax.rundir import RunDir
+from asd_jax.train import optim
+
 log = logging.getLogger(__name__)
 
 
@@ -34,67 +38,75 @@ log = logging.getLogger(__name__)
 class WindowModel:
     """A model trained on fixed-length windows of frames, as the trainer sees it.
 
-    ``init(key, window_length, mels)`` returns Flax variables (``params`` and, for BatchNorm, ``batch_stats``);
-    ``errors(variables, windows [B, window_length, mels], train)`` returns (per-window error [B], new batch_stats or
-    None). The loss is the mean error; a clip's score is the mean error over its windows.
+    ``init(key, mels)`` returns Flax variables (``params`` and, for BatchNorm, ``batch_stats``);
+    ``errors(variables, batch, train)`` returns (per-window error [B], new batch_stats or None), where ``batch`` is
+    ``{"windows": [B, window_length, mels]}`` plus ``"labels": [B]`` (each window's clip class) when the training
+    data has labels. The loss is the mean error; a clip's score is the mean error over its windows.
     """
 
     name: str
     window_length: int
-    init: Callable[[jax.Array, int, int], dict]
-    errors: Callable[[dict, jax.Array, bool], tuple[jax.Array, Any]]
+    init: Callable[[jax.Array, int], dict]
+    errors: Callable[[dict, dict, bool], tuple[jax.Array, Any]]
 
 
 class MemberState(struct.PyTreeNode):
+    """One member's training state (stacked: a leading member axis on every leaf). As flax's ``TrainState``, it
+    carries its optimiser: the static structure in ``optimizer`` and the member's own values in ``hparams``."""
+
     step: jax.Array
     params: Any
     batch_stats: Any
     opt_state: Any
+    hparams: dict  # the member's shape-free optimiser values (optim.HYPERPARAMETERS)
     finite: jax.Array  # False once the member hit a NaN/inf loss or gradient; it is frozen from then on
     data_key: jax.Array
+    optimizer: optim.Optimizer = struct.field(pytree_node=False, default=optim.Optimizer())
+
+    def apply_gradients(self, grads, batch_stats):
+        """The state after one optimiser step (``batch_stats`` from the forward pass, or None)."""
+        updates, opt_state = self.optimizer.update(grads, self.opt_state, self.params, self.hparams)
+        return self.replace(step=self.step + 1, params=optax.apply_updates(self.params, updates),
+                            batch_stats=batch_stats, opt_state=opt_state)
 
 
 @dataclasses.dataclass(frozen=True)
 class Member:
-    """One ensemble member: its seed and its (shape-free) hyper-parameters."""
+    """One ensemble member: a unique name, its seed and its shape-free optimiser values."""
 
+    name: str
     seed: int
-    learning_rate: float
+    hparams: tuple[tuple[str, float], ...]
+
+    @classmethod
+    def create(cls, seed: int, name: str | None = None, **values: float) -> "Member":
+        """A member with ``values`` over the defaults (learning rate 1e-3, everything else 0)."""
+        unknown = sorted(set(values) - set(optim.HYPERPARAMETERS))
+        if unknown:
+            raise ValueError(f"unknown member hyper-parameters {unknown}; choose from {optim.HYPERPARAMETERS}")
+        merged = {**dict.fromkeys(optim.HYPERPARAMETERS, 0.0), "learning_rate": 1e-3, **values}
+        return cls(name or f"seed{seed}", int(seed), tuple((k, float(merged[k])) for k in optim.HYPERPARAMETERS))
 
     @property
-    def name(self) -> str:
-        return f"seed{self.seed}_lr{self.learning_rate:g}"
+    def values(self) -> dict[str, float]:
+        return dict(self.hparams)
 
 
-def members_grid(seeds: Sequence[int], learning_rates: Sequence[float]) -> list[Member]:
-    """Every (seed, learning rate) pair: a seed sweep, a learning-rate sweep, or both."""
-    return [Member(seed, lr) for lr in learning_rates for seed in seeds]
-
-
-def make_optimizer(learning_rate, grad_clip_norm: float = 0.0) -> optax.GradientTransformation:
-    """Adam with an injectable learning rate (one per member), optionally after global-norm clipping."""
-
-    def adam(learning_rate):
-        steps = [optax.clip_by_global_norm(grad_clip_norm)] if grad_clip_norm > 0 else []
-        return optax.chain(*steps, optax.adam(learning_rate))
-
-    return optax.inject_hyperparams(adam)(learning_rate=learning_rate)
-
-
-def init_states(model: WindowModel, members: Sequence[Member], mels: int, grad_clip_norm: float = 0.0) -> MemberState:
+def init_states(model: WindowModel, members: Sequence[Member], mels: int,
+                optimizer: optim.Optimizer = optim.Optimizer()) -> MemberState:
     """Stacked initial states, member axis first."""
 
-    def init_one(seed, learning_rate):
+    def init_one(seed, hparams):
         init_key, data_key = jax.random.split(jax.random.PRNGKey(seed))
-        variables = model.init(init_key, model.window_length, mels)
+        variables = model.init(init_key, mels)
         params = variables["params"]
-        opt_state = make_optimizer(learning_rate, grad_clip_norm).init(params)
         return MemberState(step=jnp.zeros((), jnp.int32), params=params, batch_stats=variables.get("batch_stats"),
-                           opt_state=opt_state, finite=jnp.ones((), bool), data_key=data_key)
+                           opt_state=optimizer.init(params, hparams), hparams=hparams, finite=jnp.ones((), bool),
+                           data_key=data_key, optimizer=optimizer)
 
     seeds = jnp.asarray([m.seed for m in members], jnp.uint32)
-    rates = jnp.asarray([m.learning_rate for m in members], jnp.float32)
-    return jax.jit(jax.vmap(init_one))(seeds, rates)
+    hparams = {name: jnp.asarray([m.values[name] for m in members], jnp.float32) for name in optim.HYPERPARAMETERS}
+    return jax.jit(jax.vmap(init_one))(seeds, hparams)
 
 
 def member_sharding(num_members: int):
@@ -117,82 +129,97 @@ def place(states: MemberState, features: jax.Array) -> tuple[MemberState, jax.Ar
     return jax.device_put(states, members), jax.device_put(features, shared)
 
 
-def sample_windows(key: jax.Array, features: jax.Array, batch_size: int, window_length: int) -> jax.Array:
-    """A batch of random windows [B, window_length, mels] gathered on the device from features [N, T, mels]."""
+def sample_windows(key: jax.Array, features: jax.Array, batch_size: int, window_length: int,
+                   labels: jax.Array | None = None) -> dict:
+    """A batch of random windows gathered on the device from features [N, T, mels]:
+    ``{"windows": [B, window_length, mels]}``, plus ``"labels": [B]`` (the window's clip label) when ``labels``
+    [N] is given."""
     clip_key, start_key = jax.random.split(key)
     num_clips, num_frames, mels = features.shape
     clips = jax.random.randint(clip_key, (batch_size,), 0, num_clips)
     starts = jax.random.randint(start_key, (batch_size,), 0, num_frames - window_length + 1)
     slice_one = lambda c, s: jax.lax.dynamic_slice(features, (c, s, 0), (1, window_length, mels))[0]
-    return jax.vmap(slice_one)(clips, starts)
+    batch = {"windows": jax.vmap(slice_one)(clips, starts)}
+    if labels is not None:
+        batch["labels"] = labels[clips]
+    return batch
 
 
 def _all_finite(tree) -> jax.Array:
     return jnp.all(jnp.asarray([jnp.all(jnp.isfinite(leaf)) for leaf in jax.tree.leaves(tree)]))
 
 
-def make_train_fn(model: WindowModel, batch_size: int, steps_per_call: int, grad_clip_norm: float = 0.0):
-    """``train(states, features) -> (states, losses [steps_per_call, E])``: jitted, vmapped, scanned."""
-    optimizer = make_optimizer(1e-3, grad_clip_norm)  # the rate in each member's opt_state is the one used
+def _variables(state: MemberState) -> dict:
+    variables = {"params": state.params}
+    if state.batch_stats is not None:
+        variables["batch_stats"] = state.batch_stats
+    return variables
 
-    def member_step(state: MemberState, features: jax.Array):
-        windows = sample_windows(jax.random.fold_in(state.data_key, state.step), features, batch_size,
-                                 model.window_length)
+
+def make_train_fn(model: WindowModel, batch_size: int, steps_per_call: int):
+    """``train(states, features, labels) -> (states, losses [steps_per_call, E])``: jitted, vmapped, scanned.
+    ``labels`` is None for data without clip labels. The optimiser is the one the states carry."""
+
+    def member_step(state: MemberState, features: jax.Array, labels):
+        batch = sample_windows(jax.random.fold_in(state.data_key, state.step), features, batch_size,
+                               model.window_length, labels)
 
         def loss_fn(params):
-            variables = {"params": params}
-            if state.batch_stats is not None:
-                variables["batch_stats"] = state.batch_stats
-            errors, batch_stats = model.errors(variables, windows, True)
+            errors, batch_stats = model.errors(_variables(state.replace(params=params)), batch, True)
             return jnp.mean(errors), batch_stats
 
         (loss, batch_stats), grads = jax.value_and_grad(loss_fn, has_aux=True)(state.params)
-        updates, opt_state = optimizer.update(grads, state.opt_state, state.params)
-        params = optax.apply_updates(state.params, updates)
+        stepped = state.apply_gradients(grads, batch_stats)
         ok = state.finite & jnp.isfinite(loss) & _all_finite(grads)
         keep = lambda new, old: jax.tree.map(lambda n, o: jnp.where(ok, n, o), new, old)
-        new_state = state.replace(step=state.step + 1, params=keep(params, state.params),
-                                  batch_stats=keep(batch_stats, state.batch_stats),
-                                  opt_state=keep(opt_state, state.opt_state), finite=ok)
+        new_state = stepped.replace(params=keep(stepped.params, state.params),
+                                    batch_stats=keep(stepped.batch_stats, state.batch_stats),
+                                    opt_state=keep(stepped.opt_state, state.opt_state), finite=ok)
         return new_state, loss
 
-    def train(states: MemberState, features: jax.Array):
-        step_all = jax.vmap(member_step, in_axes=(0, None))
-        return jax.lax.scan(lambda s, _: step_all(s, features), states, None, length=steps_per_call)
+    def train(states: MemberState, features: jax.Array, labels):
+        step_all = jax.vmap(member_step, in_axes=(0, None, None))
+        return jax.lax.scan(lambda s, _: step_all(s, features, labels), states, None, length=steps_per_call)
 
     return jax.jit(train, donate_argnums=0)
 
 
 def make_score_fn(model: WindowModel, hop: int, num_frames: int):
-    """``score(states, clips [n, T, mels]) -> [E, n]``: each clip's mean window error, for every member."""
+    """``score(states, clips [n, T, mels], labels [n] or None) -> [E, n]``: each clip's mean window error, for
+    every member."""
     length = model.window_length
     starts = jnp.arange(0, num_frames - length + 1, hop)
     offsets = jnp.arange(length)
 
-    def member_scores(state: MemberState, clips: jax.Array):
-        variables = {"params": state.params}
-        if state.batch_stats is not None:
-            variables["batch_stats"] = state.batch_stats
+    def member_scores(state: MemberState, clips: jax.Array, labels):
         windows = clips[:, starts[:, None] + offsets]  # [n, S, length, mels]
-        flat = windows.reshape(-1, length, clips.shape[-1])
-        errors, _ = model.errors(variables, flat, False)
+        batch = {"windows": windows.reshape(-1, length, clips.shape[-1])}
+        if labels is not None:
+            batch["labels"] = jnp.repeat(labels, len(starts))
+        errors, _ = model.errors(_variables(state), batch, False)
         return errors.reshape(clips.shape[0], -1).mean(axis=1)
 
-    return jax.jit(jax.vmap(member_scores, in_axes=(0, None)))
+    return jax.jit(jax.vmap(member_scores, in_axes=(0, None, None)))
 
 
-def score_clips(score_fn, states: MemberState, features: np.ndarray, normalizer, chunk: int = 8,
-                progress: bool = False, description: str = "scoring") -> np.ndarray:
-    """Scores [E, N] of host features [N, T, mels], normalised and sent to the device one chunk at a time."""
-    from tqdm.auto import tqdm
-
+def score_clips(score_fn, states: MemberState, features, normalizer=None, labels: np.ndarray | None = None,
+                chunk: int = 8, progress: bool = False, description: str = "scoring") -> np.ndarray:
+    """Scores [E, N] of features [N, T, mels] (host arrays, normalised here with ``normalizer`` one chunk at a time,
+    or already normalised device arrays with ``normalizer=None``). Chunks are padded to ``chunk`` clips so one
+    compiled program scores them all."""
     num_clips = len(features)
     outputs = []
-    for start in tqdm(range(0, num_clips, chunk), desc=description, unit="chunk", disable=not progress, leave=False):
-        block = normalizer(np.asarray(features[start:start + chunk]))
-        padded = np.zeros((chunk, *block.shape[1:]), np.float32)
-        padded[: len(block)] = block
-        outputs.append(np.asarray(score_fn(states, jnp.asarray(padded)))[:, : len(block)])
+    for start in progress_bar(range(0, num_clips, chunk), desc=description, unit="chunk", enabled=progress):
+        block = features[start:start + chunk]
+        block = normalizer(np.asarray(block)) if normalizer is not None else block
+        count = len(block)
+        if count < chunk:
+            block = jnp.concatenate([jnp.asarray(block), jnp.zeros((chunk - count, *block.shape[1:]), block.dtype)])
+        block_labels = None
+        if labels is not None:
+            block_labels = np.zeros(chunk, np.int32)
+            block_labels[:count] = labels[start:start + count]
+        outputs.append(np.asarray(score_fn(states, jnp.asarray(block), block_labels))[:, :count])
     if not outputs:
         return np.zeros((jax.tree.leaves(states.step)[0].shape[0], 0), np.float32)
     return np.concatenate(outputs, axis=1)
@@ -200,19 +227,42 @@ def score_clips(score_fn, states: MemberState, features: np.ndarray, normalizer,
 
 @dataclasses.dataclass
 class TrainConfig:
+    """The epoch schedule and the optimiser's static structure of one group of members."""
+
     epochs: int
     batch_size: int
     windows_per_clip: int
     steps_per_call: int = 10
-    grad_clip_norm: float = 0.0
     checkpoint_every_epochs: int = 1
+    validate_every_epochs: int = 1
+    optimizer: str = "adam"
+    schedule: str = "constant"
 
-    def schedule(self, num_clips: int) -> tuple[int, int]:
+    @classmethod
+    def from_section(cls, train) -> "TrainConfig":
+        """From a method's ``train`` config section (see ``registry.train_section``)."""
+        optim.check(train)
+        return cls(int(train.epochs), int(train.batch_size), int(train.windows_per_clip), int(train.steps_per_call),
+                   int(train.checkpoint_every_epochs), int(train.validate_every_epochs), train.optimizer,
+                   train.schedule)
+
+    def schedule_steps(self, num_clips: int) -> tuple[int, int]:
         """(steps per call, steps per epoch): an epoch is a whole number of calls covering
         ``windows_per_clip * num_clips`` windows (rounded up)."""
         steps = max(1, math.ceil(num_clips * self.windows_per_clip / self.batch_size))
         per_call = max(1, min(self.steps_per_call, steps))
         return per_call, per_call * math.ceil(steps / per_call)
+
+    def make_optimizer(self, num_clips: int) -> optim.Optimizer:
+        steps_per_epoch = self.schedule_steps(num_clips)[1]
+        return optim.Optimizer(self.optimizer, self.schedule, steps_per_epoch, steps_per_epoch * self.epochs)
+
+
+@dataclasses.dataclass
+class TrainResult:
+    states: MemberState
+    history: list[dict]
+    compiles: int  # training programs compiled for this call (1: every member in one program)
 
 
 def train_ensemble(
@@ -220,39 +270,45 @@ def train_ensemble(
     members: Sequence[Member],
     features: jax.Array,
     config: TrainConfig,
-    workdir: str | None = None,
+    run: RunDir | None = None,
     progress: bool = True,
     stop_after_epoch: int | None = None,
-) -> tuple[MemberState, list[dict]]:
-    """Train all members on device-resident normalised features [N, T, mels]; resume from ``workdir`` if possible.
+    labels: jax.Array | None = None,
+    validate: Callable[[MemberState], np.ndarray] | None = None,
+) -> TrainResult:
+    """Train all members on device-resident normalised features [N, T, mels] (and clip labels [N], for methods
+    that learn them); resume from ``run``'s checkpoints if there are any.
 
-    Checkpoints (Orbax) go to ``workdir/checkpoints`` at the end of every ``checkpoint_every_epochs`` epochs and at
-    the end; the curve goes to ``workdir/train_curve.jsonl``. Returns the final states and per-epoch records.
+    ``validate(states) -> [E]`` (e.g. each member's mean error on held-out normal clips) runs every
+    ``validate_every_epochs`` epochs and after the last; its values go into the curve. Checkpoints (Orbax) go to
+    ``run``'s checkpoint folder every ``checkpoint_every_epochs`` epochs and at the end; the curve goes to its
+    ``train_curve.jsonl`` and TensorBoard events, one folder per member.
     """
-    from tqdm.auto import tqdm
-
     num_clips, _, mels = features.shape
-    steps_per_call, steps_per_epoch = config.schedule(num_clips)
-    states = init_states(model, members, mels, config.grad_clip_norm)
-    manager = _checkpoint_manager(workdir) if workdir else None
+    steps_per_call, steps_per_epoch = config.schedule_steps(num_clips)
+    optimizer = config.make_optimizer(num_clips)
+    states = init_states(model, members, mels, optimizer)
+    manager = _checkpoint_manager(run.checkpoints_dir) if run else None
     first_epoch, history = 0, []
     if manager is not None and manager.latest_step() is not None:
-        first_epoch = manager.latest_step()
-        states = _restore(manager, first_epoch, states)
-        history = _read_curve(workdir, first_epoch)
-        log.info("resumed %s from the checkpoint of epoch %d in %s", model.name, first_epoch, workdir)
+        first_epoch = min(manager.latest_step(), config.epochs)
+        states = _restore(manager, manager.latest_step(), states)
+        history = run.read_curve(first_epoch)
+        log.info("resumed %s from the checkpoint of epoch %d in %s", model.name, first_epoch, run)
     states, features = place(states, features)
-    train_fn = make_train_fn(model, config.batch_size, steps_per_call, config.grad_clip_norm)
+    train_fn = make_train_fn(model, config.batch_size, steps_per_call)
     calls = steps_per_epoch // steps_per_call
     was_finite = np.asarray(states.finite)
+    names = [m.name for m in members]
+    writer = CurveWriter(run.tensorboard_dir, names, first_epoch) if run else None
 
     for epoch in range(first_epoch + 1, config.epochs + 1):
         started = time.perf_counter()
-        bar = tqdm(total=calls, desc=f"{model.name} epoch {epoch}/{config.epochs}", unit="call",
-                   disable=not progress, leave=False)
+        bar = progress_bar(total=calls, desc=f"{model.name} epoch {epoch}/{config.epochs}", unit="call",
+                           enabled=progress)
         pending, loss_sum = None, np.zeros(len(members))
         for _ in range(calls):
-            states, losses = train_fn(states, features)
+            states, losses = train_fn(states, features, labels)
             if pending is not None:  # fetched one call late: the device never waits on the host
                 loss_sum += _finish(pending, bar)
             pending = losses
@@ -260,18 +316,21 @@ def train_ensemble(
         bar.close()
         finite = np.asarray(states.finite)
         record = {"epoch": epoch, "step": epoch * steps_per_epoch, "seconds": round(time.perf_counter() - started, 3),
-                  "loss": [float(v) for v in loss_sum / calls], "finite": finite.tolist(),
-                  "members": [m.name for m in members]}
+                  "loss": [float(v) for v in loss_sum / calls], "finite": finite.tolist(), "members": names}
+        if validate is not None and (epoch % config.validate_every_epochs == 0 or epoch == config.epochs):
+            record["validation_error"] = [float(v) for v in validate(states)]
         history.append(record)
         for index in np.flatnonzero(was_finite & ~finite):
             log.warning("member %s hit a non-finite loss in epoch %d: frozen at its last finite parameters",
                         members[index].name, epoch)
         was_finite = finite
         if progress:
-            tqdm.write(f"{model.name} epoch {epoch}/{config.epochs}: loss {_describe(record['loss'], finite)} "
-                       f"({record['seconds']:.1f} s)")
-        if manager is not None:
-            _append_curve(workdir, record)
+            write_line(f"{model.name} epoch {epoch}/{config.epochs}: loss {_describe(record['loss'], finite)}"
+                       + (f", held-out error {_describe(record['validation_error'], finite)}"
+                          if "validation_error" in record else "") + f" ({record['seconds']:.1f} s)")
+        if run is not None:
+            run.append_curve(record)
+            writer.write(record)
             if epoch % config.checkpoint_every_epochs == 0 or epoch == config.epochs:
                 manager.save(epoch, args=_save_args(states))
                 manager.wait_until_finished()
@@ -279,7 +338,9 @@ def train_ensemble(
             break
     if manager is not None:
         manager.close()
-    return states, history
+    if writer is not None:
+        writer.close()
+    return TrainResult(states, history, train_fn._cache_size())
 
 
 def _finish(losses: jax.Array, bar) -> np.ndarray:
@@ -289,8 +350,8 @@ def _finish(losses: jax.Array, bar) -> np.ndarray:
     return np.mean(values, axis=0)
 
 
-def _describe(losses: Sequence[float], finite: np.ndarray) -> str:
-    values = np.asarray(losses)
+def _describe(values: Sequence[float], finite: np.ndarray) -> str:
+    values = np.asarray(values)
     if len(values) == 1:
         return f"{values[0]:.5f}" + ("" if finite[0] else " (non-finite: frozen)")
     alive = values[finite]
@@ -298,15 +359,38 @@ def _describe(losses: Sequence[float], finite: np.ndarray) -> str:
     return text + (f", {int((~finite).sum())} member(s) frozen" if (~finite).any() else "")
 
 
+class CurveWriter:
+    """TensorBoard event files of the curve, one folder per member under ``directory`` (so ``tensorboard --logdir``
+    compares members): ``train/loss`` and ``validation/error`` per epoch. Written with tensorboardX; a resumed run
+    purges the events after its checkpoint, as the JSON-lines curve drops them."""
+
+    def __init__(self, directory: str, member_names: Sequence[str], resumed_epoch: int = 0):
+        from tensorboardX import SummaryWriter
+
+        self.writers = [SummaryWriter(os.path.join(directory, name), purge_step=resumed_epoch + 1 if resumed_epoch
+                                      else None) for name in member_names]
+
+    def write(self, record: dict) -> None:
+        for index, writer in enumerate(self.writers):
+            writer.add_scalar("train/loss", record["loss"][index], record["epoch"])
+            if "validation_error" in record:
+                writer.add_scalar("validation/error", record["validation_error"][index], record["epoch"])
+            writer.flush()
+
+    def close(self) -> None:
+        for writer in self.writers:
+            writer.close()
+
+
 # ----------------------------------------------------------------------------------------------------------------------
-# Checkpoints (Orbax) and the training curve.
+# Checkpoints (Orbax).
 
 
-def _checkpoint_manager(workdir: str):
+def _checkpoint_manager(directory: str):
     import orbax.checkpoint as ocp
 
     options = ocp.CheckpointManagerOptions(max_to_keep=2, create=True, enable_async_checkpointing=False)
-    return ocp.CheckpointManager(os.path.abspath(os.path.join(workdir, "checkpoints")), options=options)
+    return ocp.CheckpointManager(directory, options=options)
 
 
 def _save_args(states: MemberState):
@@ -322,31 +406,13 @@ def _restore(manager, epoch: int, like: MemberState) -> MemberState:
     return manager.restore(epoch, args=ocp.args.StandardRestore(abstract))
 
 
-def restore_states(workdir: str, model: WindowModel, members: Sequence[Member], mels: int,
-                   grad_clip_norm: float = 0.0) -> MemberState:
+def restore_states(run: RunDir, model: WindowModel, members: Sequence[Member], mels: int,
+                   optimizer: optim.Optimizer = optim.Optimizer()) -> MemberState:
     """The latest checkpointed states of a run, for scoring new clips."""
-    manager = _checkpoint_manager(workdir)
+    manager = _checkpoint_manager(run.checkpoints_dir)
     if manager.latest_step() is None:
-        raise FileNotFoundError(f"no checkpoint in {os.path.join(workdir, 'checkpoints')}: train a run there first "
-                                f"(python launch.py --method={model.name} --workdir={workdir})")
-    states = _restore(manager, manager.latest_step(), init_states(model, members, mels, grad_clip_norm))
+        raise FileNotFoundError(f"no checkpoint in {run.checkpoints_dir}: train a run there first "
+                                f"(python launch.py --method={model.name} --workdir={run})")
+    states = _restore(manager, manager.latest_step(), init_states(model, members, mels, optimizer))
     manager.close()
     return place(states, jnp.zeros(()))[0]
-
-
-def _append_curve(workdir: str, record: dict) -> None:
-    with open(os.path.join(workdir, "train_curve.jsonl"), "a") as handle:
-        handle.write(json.dumps(record) + "\n")
-
-
-def _read_curve(workdir: str, last_epoch: int) -> list[dict]:
-    """Records up to the checkpointed epoch; later ones (lost with the crash) are dropped from the file too."""
-    path = os.path.join(workdir, "train_curve.jsonl")
-    if not os.path.exists(path):
-        return []
-    with open(path) as handle:
-        records = [json.loads(line) for line in handle if line.strip()]
-    records = [r for r in records if r["epoch"] <= last_epoch]
-    with open(path, "w") as handle:
-        handle.writelines(json.dumps(r) + "\n" for r in records)
-    return records

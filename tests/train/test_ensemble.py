@@ -11,9 +11,10 @@ import numpy as np
 import pytest
 
 from asd_jax.config import get_config
-from asd_jax.methods.sequence import build_model
+from asd_jax.methods import registry
+from asd_jax.rundir import RunDir
 from asd_jax.train import ensemble
-from asd_jax.train.ensemble import Member, TrainConfig
+from asd_jax.train.ensemble import TrainConfig
 
 pytestmark = pytest.mark.usefixtures("jax_compile_cache")
 
@@ -24,9 +25,13 @@ CONFIG = TrainConfig(epochs=2, batch_size=8, windows_per_clip=4, steps_per_call=
 
 def tiny_model(method: str = "lstm") -> ensemble.WindowModel:
     config = get_config()
-    config.lstm.hidden_size, config.lstm.context = 8, 3
+    config.lstm.hidden_size, config.lstm.frames = 8, 3
     config.dense_ae.hidden_size, config.dense_ae.bottleneck, config.dense_ae.frames = 8, 2, 3
-    return build_model(method, config)
+    return registry.get(method).window_model(config)
+
+
+def Member(seed: int, learning_rate: float, **values) -> ensemble.Member:
+    return ensemble.Member.create(seed, f"seed{seed}_lr{learning_rate:g}", learning_rate=learning_rate, **values)
 
 
 @pytest.fixture(scope="module")
@@ -52,8 +57,11 @@ def assert_trees(actual, expected, exact: bool = False, rtol: float = 1e-4, atol
             np.testing.assert_allclose(a, e, rtol=rtol, atol=atol)
 
 
-def train(model, members, features, config=CONFIG, **kwargs):
-    return ensemble.train_ensemble(model, members, features, config, progress=False, **kwargs)
+def train(model, members, features, config=CONFIG, workdir=None, **kwargs):
+    run = RunDir(str(workdir)) if workdir is not None else None
+    result = ensemble.train_ensemble(model, members, features, config, run, progress=False, **kwargs)
+    assert result.compiles <= 1  # every member in one compiled program (none when nothing was left to train)
+    return result.states, result.history
 
 
 # ----------------------------------------------------------------------------------------------------------------------
@@ -77,10 +85,13 @@ def test_vmapped_members_equal_separate_single_member_runs(method, features):
     assert not np.allclose(first, last)
 
 
-def test_members_grid_is_every_seed_and_rate():
-    grid = ensemble.members_grid([0, 1], [1e-3, 3e-4])
-    assert [(m.seed, m.learning_rate) for m in grid] == [(0, 1e-3), (1, 1e-3), (0, 3e-4), (1, 3e-4)]
-    assert [m.name for m in grid] == ["seed0_lr0.001", "seed1_lr0.001", "seed0_lr0.0003", "seed1_lr0.0003"]
+def test_member_values_default_and_refuse_unknown_names():
+    member = ensemble.Member.create(3, learning_rate=1e-2, weight_decay=1e-4)
+    assert member.name == "seed3" and member.seed == 3
+    assert member.values == {"learning_rate": 1e-2, "weight_decay": 1e-4, "grad_clip_norm": 0.0, "momentum": 0.0,
+                             "warmup_epochs": 0.0}
+    with pytest.raises(ValueError, match="unknown member hyper-parameters"):
+        ensemble.Member.create(0, learnig_rate=1e-3)
 
 
 def test_each_member_uses_its_own_learning_rate(features):
@@ -88,7 +99,7 @@ def test_each_member_uses_its_own_learning_rate(features):
     members = [Member(0, 0.0), Member(0, 1e-2)]  # same seed: same initial parameters
     initial = ensemble.init_states(model, members, MELS)
     assert_trees(member(initial, 0).params, member(initial, 1).params, exact=True)
-    np.testing.assert_allclose(np.asarray(initial.opt_state.hyperparams["learning_rate"]), [0.0, 1e-2])
+    np.testing.assert_allclose(np.asarray(initial.hparams["learning_rate"]), [0.0, 1e-2])
     states, _ = train(model, members, features)
     assert_trees(member(states, 0).params, member(initial, 0).params, exact=True)
     for name, leaf in jax.tree_util.tree_leaves_with_path(member(states, 1).params):
@@ -126,7 +137,7 @@ def test_sample_windows_draws_in_range_windows_as_manual_slicing():
                 + np.arange(mels)[None, None, :]).astype(np.float32)
     key = jax.random.PRNGKey(42)
     windows = np.asarray(jax.jit(ensemble.sample_windows, static_argnums=(2, 3))(
-        key, jnp.asarray(features), batch, length))
+        key, jnp.asarray(features), batch, length)["windows"])
     assert windows.shape == (batch, length, mels)
     clip_key, start_key = jax.random.split(key)
     clips = np.asarray(jax.random.randint(clip_key, (batch,), 0, num_clips))
@@ -140,7 +151,12 @@ def test_sample_windows_draws_in_range_windows_as_manual_slicing():
     for window, c, s in zip(windows, decoded_clips.astype(int), decoded_starts.astype(int)):
         assert np.array_equal(window, features[c, s:s + length])
     # another key draws other windows
-    other = np.asarray(ensemble.sample_windows(jax.random.PRNGKey(43), jnp.asarray(features), batch, length))
+    other = np.asarray(ensemble.sample_windows(jax.random.PRNGKey(43), jnp.asarray(features), batch, length)["windows"])
+    # with clip labels, each window carries its clip's label
+    labels = np.array([7, 8, 9], np.int32)
+    labelled = ensemble.sample_windows(key, jnp.asarray(features), batch, length, jnp.asarray(labels))
+    assert np.array_equal(np.asarray(labelled["windows"]), windows)
+    assert np.array_equal(np.asarray(labelled["labels"]), labels[clips])
     assert not np.array_equal(other, windows)
 
 
@@ -156,13 +172,15 @@ def test_score_clips_is_each_clips_mean_window_error(features):
     host = np.asarray(features) * 3.0 + 1.0
     normalizer = lambda x: (x - 1.0) / 3.0
     scores = ensemble.score_clips(score_fn, states, host, normalizer, chunk=2)  # 5 clips: the last chunk is padded
+    on_device = ensemble.score_clips(score_fn, states, features, chunk=2)  # already normalised, on the device
+    np.testing.assert_allclose(on_device, scores, rtol=1e-5)
     assert scores.shape == (2, NUM_CLIPS)
     starts = range(0, NUM_FRAMES - model.window_length + 1, hop)
     for index in range(2):
         variables = {"params": member(states, index).params}
         for clip in range(NUM_CLIPS):
             windows = jnp.stack([features[clip, s:s + model.window_length] for s in starts])
-            errors, _ = model.errors(variables, windows, False)
+            errors, _ = model.errors(variables, {"windows": windows}, False)
             np.testing.assert_allclose(scores[index, clip], np.mean(errors), rtol=1e-5)
 
 
@@ -203,12 +221,15 @@ def test_resume_from_a_checkpoint_ends_bitwise_equal_to_an_uninterrupted_run(tmp
     again, again_history = train(model, members, features, config, workdir=workdir)
     assert_trees(again, reference, exact=True)
     assert len(again_history) == 4 and len(_curve(workdir)) == 4
-    assert_trees(ensemble.restore_states(workdir, model, members, MELS), reference, exact=True)
+    optimizer = config.make_optimizer(NUM_CLIPS)
+    assert_trees(ensemble.restore_states(RunDir(workdir), model, members, MELS, optimizer), reference, exact=True)
+    # TensorBoard events: one folder per member, written by tensorboardX
+    assert sorted(os.listdir(os.path.join(workdir, "tensorboard"))) == sorted(m.name for m in members)
 
 
 def test_restore_states_without_a_checkpoint_names_the_folder(tmp_path):
     with pytest.raises(FileNotFoundError, match="no checkpoint"):
-        ensemble.restore_states(str(tmp_path), tiny_model(), [Member(0, 1e-3)], MELS)
+        ensemble.restore_states(RunDir(str(tmp_path)), tiny_model(), [Member(0, 1e-3)], MELS)
 
 
 # ----------------------------------------------------------------------------------------------------------------------
@@ -227,7 +248,7 @@ def test_restore_states_without_a_checkpoint_names_the_folder(tmp_path):
 def test_schedule(num_clips, windows_per_clip, batch_size, steps_per_call, expected):
     config = TrainConfig(epochs=1, batch_size=batch_size, windows_per_clip=windows_per_clip,
                          steps_per_call=steps_per_call)
-    per_call, per_epoch = config.schedule(num_clips)
+    per_call, per_epoch = config.schedule_steps(num_clips)
     assert (per_call, per_epoch) == expected
     needed = max(1, math.ceil(num_clips * windows_per_clip / batch_size))
     assert per_epoch % per_call == 0 and needed <= per_epoch < needed + per_call and per_call <= steps_per_call

@@ -10,15 +10,15 @@ _SCRIPT = r"""
 import sys
 import jax, jax.numpy as jnp, numpy as np
 from asd_jax.config import get_config
-from asd_jax.methods.sequence import build_model
+from asd_jax.methods import registry
 from asd_jax.train import ensemble
 config = get_config()
 config.lstm.hidden_size = 8
 features = jnp.asarray(np.random.default_rng(0).standard_normal((6, 40, 16)).astype(np.float32))
-model = build_model("lstm", config)
-members = ensemble.members_grid([0, 1, 2, 3], [1e-3])
+model = registry.get("lstm").window_model(config)
+members = [ensemble.Member.create(seed) for seed in range(4)]
 train = ensemble.TrainConfig(epochs=2, batch_size=8, windows_per_clip=4, steps_per_call=2)
-states, _ = ensemble.train_ensemble(model, members, features, train, None, progress=False)
+states = ensemble.train_ensemble(model, members, features, train, None, progress=False).states
 leaf = states.params["lstm_1"]["w_hidden"]
 print(jax.device_count(), type(leaf.sharding).__name__, len(leaf.sharding.device_set))
 np.save(sys.argv[1], np.asarray(leaf))

@@ -1,0 +1,121 @@
+"""The run directory: every file name in it, and every read and write of its small files.
+
+A run directory is self-contained: the resolved config, what the detector needs to score new recordings, the
+checkpoints, the training curve (JSON lines and TensorBoard events), the threshold, and the results. A sweep's group
+is an ordinary run directory, so everything that reads a run reads a group.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import sys
+
+import ml_collections
+
+
+class RunDir:
+    """One run's directory. Attributes ending in ``_file``/``_dir`` are the paths of its parts."""
+
+    CONFIG = "config.json"
+    NORMALIZER = "normalizer.npz"
+    OCSVM = "ocsvm.pkl"
+    CHECKPOINTS = "checkpoints"
+    CURVE = "train_curve.jsonl"
+    CURVE_PLOT = "train_curve.png"
+    TENSORBOARD = "tensorboard"
+    THRESHOLD = "threshold.json"
+    RESULTS = "results.json"
+    SCORES = "scores.csv"
+    VALIDATION_SCORES = "validation_scores.csv"
+    REPORT = "report.md"
+    ROC_PLOT = "roc.png"
+    HIST_PLOT = "score_hist.png"
+
+    def __init__(self, path: str):
+        self.path = path
+
+    def __repr__(self) -> str:
+        return f"RunDir({self.path!r})"
+
+    def __str__(self) -> str:
+        return self.path
+
+    def file(self, name: str) -> str:
+        return os.path.join(self.path, name)
+
+    def create(self) -> "RunDir":
+        os.makedirs(self.path, exist_ok=True)
+        return self
+
+    @property
+    def checkpoints_dir(self) -> str:
+        return os.path.abspath(self.file(self.CHECKPOINTS))
+
+    @property
+    def tensorboard_dir(self) -> str:
+        return self.file(self.TENSORBOARD)
+
+    @property
+    def finished(self) -> bool:
+        """Whether the run wrote its results (results are written last, once)."""
+        return os.path.isfile(self.file(self.RESULTS))
+
+    @property
+    def has_checkpoints(self) -> bool:
+        folder = self.file(self.CHECKPOINTS)
+        return os.path.isdir(folder) and any(name.isdigit() for name in os.listdir(folder))
+
+    # -- config --------------------------------------------------------------------------------------------------
+
+    def save_config(self, config: ml_collections.ConfigDict, **resolved) -> None:
+        payload = {"config": config.to_dict(), "resolved": resolved, "argv": sys.argv}
+        self.write_json(self.CONFIG, payload)
+
+    def load_config(self) -> ml_collections.ConfigDict:
+        path = self.file(self.CONFIG)
+        if not os.path.exists(path):
+            raise FileNotFoundError(f"{path} not found: --workdir must be the directory of a trained run")
+        with open(path) as handle:
+            return ml_collections.ConfigDict(json.load(handle)["config"])
+
+    def load_resolved(self) -> dict:
+        with open(self.file(self.CONFIG)) as handle:
+            return json.load(handle)["resolved"]
+
+    # -- small JSON files ----------------------------------------------------------------------------------------
+
+    def write_json(self, name: str, payload) -> None:
+        """Write ``name`` atomically (a temporary file renamed over it), so a kill never leaves half a file."""
+        path = self.file(name)
+        temporary = f"{path}.tmp"
+        with open(temporary, "w") as handle:
+            json.dump(payload, handle, indent=2, default=str, allow_nan=False)
+            handle.write("\n")
+        os.replace(temporary, path)
+
+    def read_json(self, name: str):
+        with open(self.file(name)) as handle:
+            return json.load(handle)
+
+    # -- the training curve --------------------------------------------------------------------------------------
+
+    def append_curve(self, record: dict) -> None:
+        with open(self.file(self.CURVE), "a") as handle:
+            handle.write(json.dumps(record) + "\n")
+
+    def read_curve(self, last_epoch: int | None = None) -> list[dict]:
+        """The curve's records; with ``last_epoch``, only those up to it, and later ones (lost with a crash) are
+        dropped from the file too."""
+        path = self.file(self.CURVE)
+        if not os.path.exists(path):
+            return []
+        with open(path) as handle:
+            records = [json.loads(line) for line in handle if line.strip()]
+        if last_epoch is None:
+            return records
+        kept = [record for record in records if record["epoch"] <= last_epoch]
+        if len(kept) != len(records):
+            with open(path, "w") as handle:
+                handle.writelines(json.dumps(record) + "\n" for record in kept)
+        return kept
