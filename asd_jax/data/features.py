@@ -1,4 +1,8 @@
-"""Log-mel features as the DCASE 2020 baseline computes them, and their on-disk cache."""
+"""Log-mel features as the DCASE 2020 baseline computes them, and their on-disk cache.
+
+Every clip's level (:func:`asd_jax.data.audio.level_dbfs`) is measured while it is decoded and kept in the cache
+index, so silent and near-silent clips (a dead microphone) are reported by name on every run, cache hits included.
+"""
 
 from __future__ import annotations
 
@@ -14,6 +18,9 @@ import zlib
 from collections.abc import Sequence
 
 import numpy as np
+
+from asd_jax import progress as progress_output
+from asd_jax.data.audio import QUIET_DBFS, AudioError, load_clip, quiet_problem
 
 log = logging.getLogger(__name__)
 
@@ -57,13 +64,16 @@ _DATA_FILE, _INDEX_FILE = "features.f32", "index.json"
 
 @dataclasses.dataclass
 class FeatureSet:
-    """Log-mel features of the clips that loaded, in clip order, and the clips that were skipped."""
+    """Log-mel features of the clips that loaded, in clip order, the clips that were skipped, and the loaded clips
+    that are silent or near-silent (still in ``features``: they are reported, not dropped)."""
 
     features: np.ndarray  # [num_clips, frames, n_mels] float32, usually a read-only memory map
     paths: list[str]
     skipped: list[dict]  # {"file": path, "error": message}
     cache_dir: str | None = None
     cache_hit: bool = False
+    levels: list[float | None] = dataclasses.field(default_factory=list)  # dBFS RMS per path; None: constant
+    quiet: list[dict] = dataclasses.field(default_factory=list)  # {"file", "dbfs" (None: constant), "problem"}
 
 
 def default_cache_root() -> str:
@@ -91,17 +101,29 @@ def _checksum(features: np.ndarray) -> int:
     return crc
 
 
-def _extract(path: str, config: FeatureConfig) -> tuple[np.ndarray | None, str | None]:
-    """Worker: (log-mel, None) or (None, error message). Never raises for a bad clip."""
-    from asd_jax.data.audio import AudioError, load_audio
-
+def _extract(path: str, config: FeatureConfig) -> tuple[np.ndarray | None, float | None, str | None]:
+    """Worker: (log-mel, level in dBFS or None when constant, None) or (None, None, error message). Never raises
+    for a bad clip."""
     try:
-        wave = load_audio(path, config.sample_rate, config.duration_s)
-        return log_mel(wave, config), None
+        wave, dbfs = load_clip(path, config.sample_rate, config.duration_s)
+        return log_mel(wave, config), (dbfs if np.isfinite(dbfs) else None), None
     except AudioError as error:
-        return None, str(error)
+        return None, None, str(error)
     except Exception as error:  # noqa: BLE001 - anything a broken file throws is reported, never fatal to the run
-        return None, f"{path}: {type(error).__name__}: {error}"
+        return None, None, f"{path}: {type(error).__name__}: {error}"
+
+
+def quiet_clips(paths: Sequence[str], levels: Sequence[float | None],
+                threshold_dbfs: float = QUIET_DBFS) -> list[dict]:
+    """The silent or near-silent clips among ``paths`` (levels in dBFS, None: constant), each logged as a warning
+    naming the file and its level."""
+    quiet = []
+    for path, dbfs in zip(paths, levels):
+        problem = quiet_problem(dbfs, threshold_dbfs)
+        if problem is not None:
+            log.warning("%s: %s: check the microphone (the clip is still used)", path, problem)
+            quiet.append({"file": path, "dbfs": None if dbfs is None else round(float(dbfs), 2), "problem": problem})
+    return quiet
 
 
 def _load_cached(directory: str, key: str, verify: str) -> FeatureSet | None:
@@ -120,7 +142,11 @@ def _load_cached(directory: str, key: str, verify: str) -> FeatureSet | None:
                 return None
         elif _checksum(features) != index["checksum"]:
             return None
-        return FeatureSet(features, index["paths"], index["skipped"], directory, cache_hit=True)
+        levels = index.get("levels")
+        if not isinstance(levels, list) or len(levels) != len(index["paths"]):
+            log.info("cache %s has no clip levels (written by an older version): rebuilding it", directory)
+            return None
+        return FeatureSet(features, index["paths"], index["skipped"], directory, cache_hit=True, levels=levels)
     except (OSError, ValueError, KeyError, TypeError):
         return None
 
@@ -136,15 +162,18 @@ def extract_features(
 ) -> FeatureSet:
     """Log-mel features of ``paths``, from the cache when it is valid, else built in parallel and cached.
 
-    A clip that cannot be read is skipped and listed in ``FeatureSet.skipped``. ``cache_root=""`` disables the cache
-    (features are kept in memory). ``verify="full"`` checks a CRC of the whole array on load, ``"sample"`` (default)
-    a CRC of up to 64 rows spread over it plus the file size, which catches truncation at no cost.
+    A clip that cannot be read is skipped and listed in ``FeatureSet.skipped``. A silent or near-silent clip (RMS
+    below :data:`asd_jax.data.audio.QUIET_DBFS`) is kept, logged as a warning and listed in ``FeatureSet.quiet``,
+    from the cache as well as on a fresh build. ``cache_root=""`` disables the cache (features are kept in memory).
+    ``verify="full"`` checks a CRC of the whole array on load, ``"sample"`` (default) a CRC of up to 64 rows spread
+    over it plus the file size, which catches truncation at no cost.
     """
     paths = [str(p) for p in paths]
     use_cache = cache_root != ""
     key = cache_key(paths, {"version": _CACHE_VERSION, "config": dataclasses.asdict(config)})
     directory = os.path.join(cache_root or default_cache_root(), "features", key) if use_cache else None
     if use_cache and (cached := _load_cached(directory, key, verify)) is not None:
+        cached.quiet = quiet_clips(cached.paths, cached.levels)
         return cached
 
     shape = (len(paths), config.num_frames, config.n_mels)
@@ -158,17 +187,19 @@ def extract_features(
     else:
         output = np.empty(shape, np.float32)
 
-    kept, skipped = [], []
-    for path, (features, error) in zip(paths, _map_extract(paths, config, num_workers, progress, description)):
+    kept, skipped, levels = [], [], []
+    for path, (features, dbfs, error) in zip(paths, _map_extract(paths, config, num_workers, progress, description)):
         if error is not None:
             log.warning("skipping clip: %s", error)
             skipped.append({"file": path, "error": error})
             continue
         output[len(kept)] = features
         kept.append(path)
+        levels.append(dbfs)
+    quiet = quiet_clips(kept, levels)
 
     if not use_cache:
-        return FeatureSet(output[: len(kept)], kept, skipped)
+        return FeatureSet(output[: len(kept)], kept, skipped, levels=levels, quiet=quiet)
     final_shape = (len(kept), *shape[1:])
     if output is not None:
         output.flush()
@@ -178,32 +209,32 @@ def extract_features(
     features = np.memmap(data_path, dtype=np.float32, mode="r", shape=final_shape) if kept else \
         np.zeros(final_shape, np.float32)
     index = {"key": key, "shape": list(final_shape), "config": dataclasses.asdict(config), "paths": kept,
-             "skipped": skipped, "checksum": _checksum(features),
+             "skipped": skipped, "levels": levels, "checksum": _checksum(features),
              "full_crc": zlib.crc32(features.tobytes()) if verify == "full" else None}
     temporary = os.path.join(directory, _INDEX_FILE + ".tmp")
     with open(temporary, "w") as handle:
         json.dump(index, handle)
     os.replace(temporary, os.path.join(directory, _INDEX_FILE))
-    return FeatureSet(features, kept, skipped, directory, cache_hit=False)
+    return FeatureSet(features, kept, skipped, directory, cache_hit=False, levels=levels, quiet=quiet)
 
 
 def _map_extract(paths, config, num_workers, progress, description):
-    """(features, error) per path in order, over a pool of processes (spawned: the parent may hold JAX threads)."""
-    from tqdm.auto import tqdm
-
+    """(features, level, error) per path in order, over a pool of processes (spawned: the parent may hold JAX
+    threads)."""
     workers = min(num_workers or os.cpu_count() or 1, max(len(paths), 1))
-    bar = tqdm(total=len(paths), desc=description, unit="clip", disable=not progress, leave=False)
+    bar = progress_output.bar(total=len(paths), desc=description, unit="clip", enabled=progress)
     try:
         if workers <= 1 or len(paths) < 8:
             for path in paths:
-                yield _extract(path, config)
-                bar.update()
+                result = _extract(path, config)
+                bar.update()  # before the yield: the consumer may stop right after the last result
+                yield result
             return
         context = multiprocessing.get_context("spawn")
         with concurrent.futures.ProcessPoolExecutor(workers, mp_context=context) as pool:
             for result in pool.map(_extract, paths, itertools.repeat(config), chunksize=8):
-                yield result
                 bar.update()
+                yield result
     finally:
         bar.close()
 

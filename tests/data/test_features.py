@@ -117,3 +117,11 @@ def test_real_clips_extract(realdata):
     paths = sorted(os.path.join(folder, f) for f in os.listdir(folder))[:4]
     result = F.extract_features(paths, cache_root="", num_workers=1, progress=False)
     assert result.features.shape == (4, 313, 128) and np.isfinite(result.features).all()
+
+
+def test_progress_in_a_log_is_one_complete_line(tmp_path, capsys, monkeypatch):
+    monkeypatch.delenv("ASD_JAX_PROGRESS", raising=False)
+    paths = _clips(tmp_path, 3)
+    F.extract_features(paths, SHORT, cache_root="", num_workers=1, progress=True, description="train log-mel")
+    error = capsys.readouterr().err
+    assert error.startswith("train log-mel: 3/3 clip in ") and error.count("\n") == 1 and "\r" not in error
