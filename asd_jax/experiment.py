@@ -96,10 +96,10 @@ class Group:
 
     @property
     def settings(self) -> list[dict]:
-        return _unique([m.setting for m in self.members])
+        return unique([m.setting for m in self.members])
 
 
-def _unique(items: Iterable[dict]) -> list[dict]:
+def unique(items: Iterable[dict]) -> list[dict]:
     seen, out = set(), []
     for item in items:
         key = json.dumps(item, sort_keys=True, default=str)
@@ -134,7 +134,7 @@ def get_path(config, path: str):
     return node
 
 
-def _format(value) -> str:
+def format_value(value) -> str:
     if isinstance(value, float):
         return f"{value:g}"
     return str(value).replace("/", "-").replace(" ", "")
@@ -149,7 +149,7 @@ def _labels(paths: Sequence[str]) -> dict[str, str]:
 
 def setting_name(setting: Mapping, labels: Mapping[str, str] | None = None) -> str:
     labels = labels or _labels(list(setting))
-    return "_".join(f"{labels[path]}{_format(value)}" for path, value in setting.items())
+    return "_".join(f"{labels[path]}{format_value(value)}" for path, value in setting.items())
 
 
 def expand(base: ml_collections.ConfigDict, points: Sequence[Mapping] | None = None) -> list[MemberSpec]:
@@ -247,7 +247,7 @@ def setting_figures(members: Sequence[dict], specs: Sequence[MemberSpec]) -> lis
     every member of ``specs`` (any order; members a run skipped are left out)."""
     by_name = {m["name"]: m for m in members}
     settings = []
-    for setting in _unique([s.setting for s in specs]):
+    for setting in unique([s.setting for s in specs]):
         chosen = [s for s in specs if s.setting == setting and s.name in by_name]
         if not chosen:
             continue

@@ -19,7 +19,8 @@ from asd_jax import experiment
 from asd_jax.config import RUN_LEVEL, split_list
 from asd_jax.data import dcase
 from asd_jax.evaluate import report
-from asd_jax.evaluate.thresholds import Threshold, choose_threshold
+from asd_jax.evaluate.metrics import classification_metrics
+from asd_jax.evaluate.thresholds import Threshold, choose_threshold, oracle_f1_threshold
 from asd_jax.methods import registry
 from asd_jax.methods.clip_vectors import OCSVMDetector
 from asd_jax.methods.sequence import SequenceDetector
@@ -187,6 +188,8 @@ def run_group(group: experiment.Group, run: RunDir, stop_after_epoch: int | None
     for entry, spec, error in zip(results["members"], group.members, validation_errors):
         entry.update(seed=spec.seed, setting=spec.setting, validation_error=error)
     results["settings"] = experiment.setting_figures(results["members"], group.members)
+    _add_setting_classification(results["settings"], detector.member_names, test.values, validation.values, labels,
+                                config)
     if getattr(detector, "test_tuned", False):
         results["test_tuned"] = True
         results["notes"].append("hyper-parameters chosen by test AUC (--ocsvm_select=oracle): TEST-TUNED")
@@ -198,6 +201,28 @@ def run_group(group: experiment.Group, run: RunDir, stop_after_epoch: int | None
     print(report.format_table(results))
     print(f"wrote results.json, scores.csv, report.md and plots to {run}")
     return results
+
+
+def _add_setting_classification(settings: list[dict], names: list[str], test_scores: np.ndarray,
+                                validation_scores: np.ndarray, labels: np.ndarray, config) -> None:
+    """Per setting, on the mean score of its members: the anomaly-class F1 at the run's threshold policy (set on
+    that setting's own held-out normal scores) and at the F1-best threshold on the test labels (TEST-TUNED)."""
+    for setting in settings:
+        rows = [names.index(name) for name in setting["members"]]
+        score = test_scores[rows].mean(axis=0)
+        normal = validation_scores[rows].mean(axis=0) if validation_scores.size else None
+        figures = {}
+        try:
+            honest = choose_threshold(config.threshold.policy, normal_scores=normal,
+                                      quantile=config.threshold.quantile, value=config.threshold.value,
+                                      test_labels=labels, test_scores=score)
+            figures["f1_anomaly"] = classification_metrics(labels, score, honest.value)["f1_anomaly"]
+            figures["threshold_test_tuned"] = honest.test_tuned
+        except ValueError:  # e.g. no held-out clips: no honest threshold
+            figures["f1_anomaly"], figures["threshold_test_tuned"] = None, False
+        tuned = oracle_f1_threshold(labels, score)
+        figures["f1_anomaly_test_tuned"] = classification_metrics(labels, score, tuned)["f1_anomaly"]
+        setting.update(figures)
 
 
 def _describe_members(group: experiment.Group) -> str:

@@ -177,11 +177,11 @@ def make_train_fn(model: WindowModel, batch_size: int, steps_per_call: int):
                                     opt_state=keep(stepped.opt_state, state.opt_state), finite=ok)
         return new_state, loss
 
-    def train(states: MemberState, features: jax.Array, labels):
+    def train_steps(states: MemberState, features: jax.Array, labels):
         step_all = jax.vmap(member_step, in_axes=(0, None, None))
         return jax.lax.scan(lambda s, _: step_all(s, features, labels), states, None, length=steps_per_call)
 
-    return jax.jit(train, donate_argnums=0)
+    return jax.jit(train_steps, donate_argnums=0)
 
 
 def make_score_fn(model: WindowModel, hop: int, num_frames: int):

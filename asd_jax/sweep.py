@@ -1,0 +1,269 @@
+"""``--mode=sweep``: run a declared experiment group by group and answer "which setting is best, and how sure are we".
+
+A sweep file (``experiments/sweeps/<name>.py``) has ``get_config()`` (the base config) and ``get_sweep()`` (a list of
+points, see :mod:`asd_jax.experiment`). Each group trains in one compiled program into ``DIR/<group>/``, an ordinary
+run directory; then ``DIR/sweep.json``, ``sweep.csv``, ``sweep.md`` and ``sweep_auc.png`` summarise the settings.
+A sweep started again with the same directory skips finished groups and resumes the running one from its checkpoint.
+"""
+
+from __future__ import annotations
+
+import csv
+import importlib.util
+import json
+import math
+import os
+import time
+
+import ml_collections
+import numpy as np
+from matplotlib.backends.backend_agg import FigureCanvasAgg
+from matplotlib.figure import Figure
+
+from asd_jax import experiment, pipeline
+from asd_jax.rundir import RunDir
+
+SWEEP_JSON, SWEEP_CSV, SWEEP_MD, SWEEP_PLOT = "sweep.json", "sweep.csv", "sweep.md", "sweep_auc.png"
+CRITERION = "validation_error_mean"
+CRITERION_TEXT = ("lowest mean score of the held-out normal training clips (no test labels); it compares settings "
+                  "of one method, whose scores share a scale")
+
+
+def load(path: str):
+    """The sweep file's module (``get_config()`` and ``get_sweep()``)."""
+    if not path:
+        raise ValueError("--mode=sweep needs --sweep=experiments/sweeps/<name>.py")
+    if not os.path.isfile(path):
+        raise FileNotFoundError(f"sweep file {path} not found (sweep files live in experiments/sweeps/)")
+    spec = importlib.util.spec_from_file_location(f"asd_jax_sweep_{os.path.basename(path)[:-3]}", path)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    for name in ("get_config", "get_sweep"):
+        if not callable(getattr(module, name, None)):
+            raise ValueError(f"{path} must define {name}() (see experiments/sweeps/smoke.py)")
+    return module
+
+
+def sweep_name(path: str) -> str:
+    return os.path.splitext(os.path.basename(path))[0]
+
+
+def resolve_dir(config) -> str:
+    return config.workdir or os.path.join("runs", f"sweep_{sweep_name(config.sweep)}")
+
+
+def run(config: ml_collections.ConfigDict, stop_after_groups: int | None = None) -> dict:
+    """Run the sweep ``config.sweep`` with ``config`` as its base (the sweep file's config with the command line's
+    flags applied); returns the sweep.json content."""
+    points = load(config.sweep).get_sweep()
+    members = experiment.expand(config, points)
+    groups = experiment.group(members)
+    root = RunDir(resolve_dir(config)).create()
+    print(f"sweep {sweep_name(config.sweep)}: {len(members)} members, {len(experiment.unique(m.setting for m in members))}"
+          f" settings, {len(groups)} group(s) (one compiled program each); directory {root}")
+    records = [{"name": g.name, "shape": g.shape, "members": [m.name for m in g.members], "compiles": None,
+                "seconds": None, "status": "pending"} for g in groups]
+    datasets: dict[str, pipeline.Data] = {}
+    group_results: dict[str, dict] = {}
+    for index, (group, record) in enumerate(zip(groups, records)):
+        if stop_after_groups is not None and index >= stop_after_groups:
+            break
+        run_dir = RunDir(root.file(group.name))
+        if run_dir.finished and _same_group(run_dir, group):
+            results = run_dir.read_json(RunDir.RESULTS)
+            record.update(status="done", compiles=results.get("compiles"), seconds=results.get("seconds"),
+                          reused=True)
+            print(f"group {group.name}: finished earlier, results reused")
+        else:
+            record["status"] = "running"
+            _write_json(root, _summary(config, records, group_results, members))
+            started = time.perf_counter()
+            data_key = json.dumps({k: group.config[k] for k in ("data_dir", "test_data_dir", "machine_type",
+                                                                 "machine_ids", "ground_truth_csv", "val_fraction",
+                                                                 "data_seed")})
+            if data_key not in datasets:
+                datasets[data_key] = pipeline.load_data(group.config)
+            print(f"\n== group {index + 1}/{len(groups)}: {group.name} ({len(group.members)} members) ==")
+            results = pipeline.run_group(group, run_dir, data=datasets[data_key])
+            record.update(status="done", compiles=results.get("compiles"),
+                          seconds=round(time.perf_counter() - started, 1))
+        group_results[group.name] = results
+        _write_json(root, _summary(config, records, group_results, members))
+    summary = _summary(config, records, group_results, members)
+    _write_json(root, summary)
+    if all(r["status"] == "done" for r in records):
+        _write_tables(root, summary)
+        _plot(root.file(SWEEP_PLOT), summary)
+        print(format_summary(summary))
+        print(f"wrote {SWEEP_JSON}, {SWEEP_CSV}, {SWEEP_MD} and {SWEEP_PLOT} to {root}")
+    return summary
+
+
+def _same_group(run_dir: RunDir, group: experiment.Group) -> bool:
+    try:
+        pipeline.check_resumable(run_dir, group.config, [m.describe() for m in group.members])
+        return True
+    except ValueError:
+        return False
+
+
+def _write_json(root: RunDir, summary: dict) -> None:
+    root.write_json(SWEEP_JSON, _jsonable(summary))
+
+
+def _jsonable(value):
+    if isinstance(value, dict):
+        return {str(k): _jsonable(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_jsonable(v) for v in value]
+    if isinstance(value, float) and not math.isfinite(value):
+        return None
+    if isinstance(value, np.generic):
+        return _jsonable(value.item())
+    return value
+
+
+def _figures(setting: dict) -> dict:
+    return {key: setting.get(key) for key in ("auc_mean", "auc_std", "pauc_mean", "pauc_std", "validation_error_mean",
+                                              "f1_anomaly", "f1_anomaly_test_tuned", "per_id", "members", "seeds")}
+
+
+def _summary(config, records: list[dict], group_results: dict[str, dict],
+             members: list[experiment.MemberSpec]) -> dict:
+    settings = [dict(setting) for results in group_results.values() for setting in results["settings"]]
+    methods = {s["setting"].get("method", config.method) for s in settings}
+    for s in settings:
+        s["method"] = s["setting"].get("method", config.method)
+    settings.sort(key=lambda s: (s["method"], _criterion(s)))
+    summary = {"sweep": sweep_name(config.sweep), "sweep_file": os.path.abspath(config.sweep),
+               "groups": records, "settings": settings}
+    if settings:
+        summary["selected"] = _select(settings, methods)
+        best = max(settings, key=lambda s: -math.inf if s["auc_mean"] is None else s["auc_mean"])
+        summary["best_by_test"] = {"criterion": "highest mean AUC over ids on the TEST labels", "setting": best["setting"],
+                                   "name": best["name"], "test_tuned": True, **_figures(best)}
+    return summary
+
+
+def _criterion(setting: dict) -> float:
+    value = setting[CRITERION]
+    return math.inf if value is None else value
+
+
+def _select(settings: list[dict], methods: set[str]) -> dict:
+    """The label-free choice: the lowest held-out normal error, per method when the sweep spans several (their
+    errors are on different scales)."""
+    per_method = {}
+    for method in sorted(methods):
+        best = min((s for s in settings if s["method"] == method), key=_criterion)
+        per_method[method] = {"setting": best["setting"], "name": best["name"], **_figures(best)}
+    selected = {"criterion": CRITERION, "criterion_text": CRITERION_TEXT, "test_tuned": False}
+    if len(per_method) == 1:
+        selected.update(next(iter(per_method.values())))
+    else:
+        selected.update(setting=None, per_method=per_method,
+                        note="the settings span several methods, whose held-out errors are not comparable: one "
+                             "label-free choice per method")
+    return selected
+
+
+# ----------------------------------------------------------------------------------------------------------------------
+# Tables and the plot.
+
+
+def _fmt(value, digits: int = 4) -> str:
+    return "n/a" if value is None else f"{value:.{digits}f}"
+
+
+def _pm(mean, std) -> str:
+    return _fmt(mean) + (f" ± {_fmt(std)}" if std is not None else "")
+
+
+def _axes(summary: dict) -> list[str]:
+    return list(dict.fromkeys(path for s in summary["settings"] for path in s["setting"]))
+
+
+def _rows(summary: dict) -> tuple[list[str], list[list[str]]]:
+    axes = _axes(summary)
+    selected = summary["selected"]
+    chosen = {selected["name"]} if selected.get("setting") is not None else \
+        {entry["name"] for entry in selected.get("per_method", {}).values()}
+    header = ["rank", *axes, "seeds", "AUC (mean ± std)", "pAUC (mean ± std)", "held-out error", "F1 anomaly",
+              "F1 anomaly (TEST-TUNED threshold)", "selected"]
+    rows = []
+    for rank, s in enumerate(summary["settings"], 1):
+        rows.append([str(rank), *(experiment.format_value(s["setting"].get(a, "")) for a in axes), str(len(s["seeds"])),
+                     _pm(s["auc_mean"], s["auc_std"]), _pm(s["pauc_mean"], s["pauc_std"]),
+                     _fmt(s[CRITERION], 6), _fmt(s.get("f1_anomaly"), 2), _fmt(s.get("f1_anomaly_test_tuned"), 2),
+                     "label-free" if s["name"] in chosen else ""])
+    return header, rows
+
+
+def _write_tables(root: RunDir, summary: dict) -> None:
+    axes = _axes(summary)
+    with open(root.file(SWEEP_CSV), "w", newline="") as handle:
+        writer = csv.writer(handle)
+        keys = ("auc_mean", "auc_std", "pauc_mean", "pauc_std", CRITERION, "f1_anomaly", "f1_anomaly_test_tuned")
+        writer.writerow(["setting", *axes, "seeds", *keys, "members"])
+        for s in summary["settings"]:
+            writer.writerow([s["name"], *(s["setting"].get(a, "") for a in axes), " ".join(map(str, s["seeds"])),
+                             *(s.get(k) for k in keys), " ".join(s["members"])])
+    header, rows = _rows(summary)
+    lines = [f"# Sweep {summary['sweep']}", "", f"Settings sorted by the label-free criterion ({CRITERION_TEXT}). "
+             "AUC/pAUC: per machine id, mean over ids, then mean ± sample std over the setting's seeds. F1 of the "
+             "anomalous class on the setting's mean score: at the run's threshold policy (held-out normals, no test "
+             "labels), and at the F1-best threshold on the test labels (TEST-TUNED, optimistic).", "",
+             f"| {' | '.join(header)} |", f"|{'|'.join('---' for _ in header)}|",
+             *(f"| {' | '.join(row)} |" for row in rows), ""]
+    lines += _choice_lines(summary, markdown=True)
+    lines += ["", "| group | members | compiles | seconds | status |", "|---|---|---|---|---|"]
+    lines += [f"| {g['name']} | {len(g['members'])} | {g['compiles']} | {g['seconds']} | {g['status']} |"
+              for g in summary["groups"]]
+    lines += ["", f"![mean AUC against each swept axis]({SWEEP_PLOT})", ""]
+    with open(root.file(SWEEP_MD), "w") as handle:
+        handle.write("\n".join(lines))
+
+
+def _choice_lines(summary: dict, markdown: bool = False) -> list[str]:
+    bold = (lambda text: f"**{text}**") if markdown else (lambda text: text)
+    selected, best = summary["selected"], summary["best_by_test"]
+    chosen = [selected] if selected.get("setting") is not None else list(selected["per_method"].values())
+    lines = [f"- {bold('selected without test labels')}: {c['name']}: AUC {_pm(c['auc_mean'], c['auc_std'])}, "
+             f"pAUC {_pm(c['pauc_mean'], c['pauc_std'])}" for c in chosen]
+    lines.append(f"- {bold('best by test AUC (TEST-TUNED, optimistic)')}: {best['name']}: AUC "
+                 f"{_pm(best['auc_mean'], best['auc_std'])}, pAUC {_pm(best['pauc_mean'], best['pauc_std'])}")
+    return lines
+
+
+def format_summary(summary: dict) -> str:
+    header, rows = _rows(summary)
+    table = [header, *rows]
+    widths = [max(len(row[i]) for row in table) for i in range(len(header))]
+    text = ["  ".join(cell.ljust(width) for cell, width in zip(row, widths)).rstrip() for row in table]
+    return "\n".join([f"sweep {summary['sweep']}: {len(summary['settings'])} settings", *text,
+                      *_choice_lines(summary)])
+
+
+def _plot(path: str, summary: dict) -> None:
+    axes_paths = _axes(summary)
+    if not axes_paths:
+        return
+    figure = Figure(figsize=(4.5 * len(axes_paths), 3.6), layout="constrained")
+    for index, path_name in enumerate(axes_paths):
+        axes = figure.add_subplot(1, len(axes_paths), index + 1)
+        values = list(dict.fromkeys(experiment.format_value(s["setting"].get(path_name, "default"))
+                                    for s in summary["settings"]))
+        placed = [0] * len(values)
+        counts = [sum(experiment.format_value(s["setting"].get(path_name, "default")) == v for s in summary["settings"])
+                  for v in values]
+        for s in summary["settings"]:
+            x = values.index(experiment.format_value(s["setting"].get(path_name, "default")))
+            offset = (placed[x] - (counts[x] - 1) / 2) * 0.08  # settings that share this value, side by side
+            placed[x] += 1
+            if s["auc_mean"] is not None:
+                axes.errorbar(x + offset, s["auc_mean"], yerr=s["auc_std"] or 0.0, fmt="o", capsize=3, alpha=0.8)
+        axes.set_xticks(range(len(values)), values)
+        axes.set(xlabel=path_name, ylabel="mean AUC over ids (± std over seeds)", title=path_name)
+        axes.grid(alpha=0.3)
+    FigureCanvasAgg(figure)
+    figure.savefig(path, dpi=100)
