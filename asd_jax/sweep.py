@@ -245,25 +245,34 @@ def format_summary(summary: dict) -> str:
 
 
 def _plot(path: str, summary: dict) -> None:
+    """Mean AUC ± std over seeds of every setting against each swept axis; one colour per setting throughout."""
     axes_paths = _axes(summary)
     if not axes_paths:
         return
-    figure = Figure(figsize=(4.5 * len(axes_paths), 3.6), layout="constrained")
+    settings = summary["settings"]
+    colours = {s["name"]: f"C{index % 10}" for index, s in enumerate(settings)}
+    figure = Figure(figsize=(4.5 * len(axes_paths) + 2.5, 3.8), layout="constrained")
     for index, path_name in enumerate(axes_paths):
         axes = figure.add_subplot(1, len(axes_paths), index + 1)
-        values = list(dict.fromkeys(experiment.format_value(s["setting"].get(path_name, "default"))
-                                    for s in summary["settings"]))
+        raw = list(dict.fromkeys(s["setting"].get(path_name, "default") for s in settings))
+        if all(isinstance(v, (int, float)) and not isinstance(v, bool) for v in raw):
+            raw.sort()
+        values = [experiment.format_value(v) for v in raw]
         placed = [0] * len(values)
-        counts = [sum(experiment.format_value(s["setting"].get(path_name, "default")) == v for s in summary["settings"])
+        counts = [sum(experiment.format_value(s["setting"].get(path_name, "default")) == v for s in settings)
                   for v in values]
-        for s in summary["settings"]:
+        for s in settings:
             x = values.index(experiment.format_value(s["setting"].get(path_name, "default")))
             offset = (placed[x] - (counts[x] - 1) / 2) * 0.08  # settings that share this value, side by side
             placed[x] += 1
             if s["auc_mean"] is not None:
-                axes.errorbar(x + offset, s["auc_mean"], yerr=s["auc_std"] or 0.0, fmt="o", capsize=3, alpha=0.8)
+                axes.errorbar(x + offset, s["auc_mean"], yerr=s["auc_std"] or 0.0, fmt="o", capsize=3,
+                              color=colours[s["name"]], label=s["name"] if index == 0 else None)
         axes.set_xticks(range(len(values)), values)
+        axes.set_xlim(-0.5, len(values) - 0.5)
         axes.set(xlabel=path_name, ylabel="mean AUC over ids (± std over seeds)", title=path_name)
         axes.grid(alpha=0.3)
+    if len(settings) <= 20:
+        figure.legend(loc="outside right center", fontsize="small", title="setting")
     FigureCanvasAgg(figure)
     figure.savefig(path, dpi=100)

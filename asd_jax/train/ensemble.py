@@ -27,6 +27,7 @@ import optax
 from flax import struct
 
 from asd_jax.progress import bar as progress_bar
+from asd_jax.progress import resolve_mode as progress_mode
 from asd_jax.progress import write as write_line
 from asd_jax.rundir import RunDir
 from asd_jax.train import optim
@@ -304,8 +305,9 @@ def train_ensemble(
 
     for epoch in range(first_epoch + 1, config.epochs + 1):
         started = time.perf_counter()
+        # a live bar on a terminal; in a log the epoch's summary line below says it all
         bar = progress_bar(total=calls, desc=f"{model.name} epoch {epoch}/{config.epochs}", unit="call",
-                           enabled=progress)
+                           enabled=progress and progress_mode() == "bars")
         pending, loss_sum = None, np.zeros(len(members))
         for _ in range(calls):
             states, losses = train_fn(states, features, labels)
