@@ -1,9 +1,11 @@
 """Decode any WAV into mono float32 at the target rate and duration.
 
-Handles 8/16/24/32-bit integer and float PCM, WAVE_FORMAT_EXTENSIBLE and multichannel files (raw 8-channel MIMII is
-downmixed by averaging the channels). Problems raise :class:`AudioError`, whose message names the file, what is wrong
-and what to do about it. :func:`level_dbfs` and :func:`quiet_problem` flag clips that decode but are silent or
-near-silent (a dead or unplugged microphone): those are usable, so they are reported, not rejected.
+Handles 8/16/24/32-bit integer and float PCM, WAVE_FORMAT_EXTENSIBLE and multichannel files. A multichannel file
+(raw 8-channel MIMII) becomes mono by averaging its channels (``channel="mean"``, the default) or by taking one
+channel (``channel=0``: what DCASE 2020 did with MIMII, see :func:`select_channel`). Problems raise
+:class:`AudioError`, whose message names the file, what is wrong and what to do about it. :func:`level_dbfs` and
+:func:`quiet_problem` flag clips that decode but are silent or near-silent (a dead or unplugged microphone): those
+are usable, so they are reported, not rejected.
 """
 
 from __future__ import annotations
@@ -36,8 +38,12 @@ class AudioError(ValueError):
     """A clip that cannot be used. ``path`` names the file; the message says what is wrong and the fix."""
 
     def __init__(self, path: str, problem: str, fix: str = "replace or remove the file"):
-        self.path, self.problem = path, problem
+        self.path, self.problem, self.fix = path, problem, fix
         super().__init__(f"{path}: {problem}; {fix}")
+
+    def __reduce__(self):
+        """Pickle by the constructor's arguments, so the error crosses a process pool intact."""
+        return self.__class__, (self.path, self.problem, self.fix)
 
 
 def _check_riff(path: str) -> None:
@@ -86,6 +92,34 @@ def to_mono(samples: np.ndarray) -> np.ndarray:
     return samples.mean(axis=1, dtype=np.float32) if samples.shape[1] > 1 else samples[:, 0]
 
 
+class ChannelError(AudioError):
+    """The requested channel does not exist in a file: a setting that does not fit the data, not a bad clip."""
+
+
+def normalise_channel(channel: str | int) -> str | int:
+    """``"mean"`` or a channel index >= 0 (``"0"`` and ``0`` both name channel 0); ValueError for anything else."""
+    text = str(channel).strip().lower()
+    if text == "mean":
+        return "mean"
+    if not text.isdigit():
+        raise ValueError(f"channel must be 'mean' or a channel index >= 0, got {channel!r}")
+    return int(text)
+
+
+def select_channel(samples: np.ndarray, channel: str | int = "mean", path: str = "<array>") -> np.ndarray:
+    """[frames, channels] -> [frames]: the channel average (``"mean"``, :func:`to_mono`) or channel ``channel``.
+
+    Raises :class:`ChannelError` naming the file and its channel count when the index is out of range.
+    """
+    channel = normalise_channel(channel)
+    if channel == "mean":
+        return to_mono(samples)
+    if channel >= samples.shape[1]:
+        raise ChannelError(path, f"channel {channel} requested but the file has {samples.shape[1]} channel(s)",
+                           f"pass channel='mean' or an index from 0 to {samples.shape[1] - 1}")
+    return np.ascontiguousarray(samples[:, channel])
+
+
 def resample(wave: np.ndarray, rate: int, target_rate: int) -> np.ndarray:
     """Polyphase resampling (exact rational ratio), float32 out."""
     if rate == target_rate:
@@ -125,18 +159,20 @@ def quiet_problem(dbfs: float | None, threshold_dbfs: float = QUIET_DBFS) -> str
     return None
 
 
-def load_clip(path: str, sample_rate: int = SAMPLE_RATE,
-              duration_s: float | None = DURATION_S) -> tuple[np.ndarray, float]:
+def load_clip(path: str, sample_rate: int = SAMPLE_RATE, duration_s: float | None = DURATION_S,
+              channel: str | int = "mean") -> tuple[np.ndarray, float]:
     """(:func:`load_audio` of the clip, its :func:`level_dbfs`). The level is measured before padding or cropping,
     so the zeros added to a short clip do not lower it."""
     samples, rate = read_wav(path)
-    wave = resample(to_mono(samples), rate, sample_rate)
+    wave = resample(select_channel(samples, channel, path), rate, sample_rate)
     dbfs = level_dbfs(wave)
     if duration_s is not None:
         wave = fit_length(wave, int(round(duration_s * sample_rate)), path)
     return np.ascontiguousarray(wave, dtype=np.float32), dbfs
 
 
-def load_audio(path: str, sample_rate: int = SAMPLE_RATE, duration_s: float | None = DURATION_S) -> np.ndarray:
-    """A clip as mono float32 at ``sample_rate``, padded or cropped to ``duration_s`` (None keeps its length)."""
-    return load_clip(path, sample_rate, duration_s)[0]
+def load_audio(path: str, sample_rate: int = SAMPLE_RATE, duration_s: float | None = DURATION_S,
+               channel: str | int = "mean") -> np.ndarray:
+    """A clip as mono float32 at ``sample_rate``, padded or cropped to ``duration_s`` (None keeps its length);
+    ``channel`` as in :func:`select_channel`."""
+    return load_clip(path, sample_rate, duration_s, channel)[0]

@@ -20,14 +20,18 @@ from collections.abc import Sequence
 import numpy as np
 
 from asd_jax import progress as progress_output
-from asd_jax.data.audio import QUIET_DBFS, AudioError, load_clip, quiet_problem
+from asd_jax.data.audio import QUIET_DBFS, AudioError, ChannelError, load_clip, normalise_channel, quiet_problem
 
 log = logging.getLogger(__name__)
 
 
 @dataclasses.dataclass(frozen=True)
 class FeatureConfig:
-    """DCASE 2020 baseline front end: librosa mel, n_fft 1024, hop 512, 128 mels, power 2, 10*log10(mel + eps)."""
+    """DCASE 2020 baseline front end: librosa mel, n_fft 1024, hop 512, 128 mels, power 2, 10*log10(mel + eps).
+
+    ``channel``: how a multichannel file becomes mono, ``"mean"`` (channel average) or a channel index such as
+    ``0`` (DCASE 2020 took channel 0 of raw MIMII); see :func:`asd_jax.data.audio.select_channel`.
+    """
 
     sample_rate: int = 16_000
     duration_s: float = 10.0
@@ -38,6 +42,10 @@ class FeatureConfig:
     fmin: float = 0.0
     fmax: float | None = None
     eps: float = float(np.finfo(np.float32).eps)
+    channel: str | int = "mean"
+
+    def __post_init__(self):
+        object.__setattr__(self, "channel", normalise_channel(self.channel))
 
     @property
     def num_frames(self) -> int:
@@ -103,10 +111,13 @@ def _checksum(features: np.ndarray) -> int:
 
 def _extract(path: str, config: FeatureConfig) -> tuple[np.ndarray | None, float | None, str | None]:
     """Worker: (log-mel, level in dBFS or None when constant, None) or (None, None, error message). Never raises
-    for a bad clip."""
+    for a bad clip; a :class:`~asd_jax.data.audio.ChannelError` (``config.channel`` names a channel the file lacks)
+    is a setting that does not fit the data and is raised."""
     try:
-        wave, dbfs = load_clip(path, config.sample_rate, config.duration_s)
+        wave, dbfs = load_clip(path, config.sample_rate, config.duration_s, config.channel)
         return log_mel(wave, config), (dbfs if np.isfinite(dbfs) else None), None
+    except ChannelError:
+        raise
     except AudioError as error:
         return None, None, str(error)
     except Exception as error:  # noqa: BLE001 - anything a broken file throws is reported, never fatal to the run

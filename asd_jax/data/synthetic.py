@@ -1,4 +1,4 @@
-"""Synthetic slide-rail recordings in the DCASE 2020 Task 2 dev layout: the project's built-in default data set.
+"""Synthetic slide-rail recordings in a DCASE Task 2 dev layout: the project's built-in default data set.
 
 The real DCASE/MIMII recordings cannot be shipped or downloaded everywhere, so the project makes its own. A clip is a
 physical toy model of a slide rail (carriage moving back and forth under a motor) mixed with factory background:
@@ -19,13 +19,27 @@ Every clip draws its randomness from generators seeded by (seed, id, split, labe
 byte-identical however many clips or workers there are, and a fault draws from its own stream: a clip rendered
 with severity 0 is the same recording without the fault.
 
-Command line: ``python -m asd_jax.data.synthetic OUT_DIR [--dcase_dev_size] [--seed N] [--snr_db X]``.
+Layouts (``SynthConfig.layout``):
+
+* ``"dcase2020"`` (default): ``<root>/slider/{train,test}/{normal|anomaly}_id_XX_NNNNNNNN.wav``, one unit per
+  machine id.
+* ``"dcase2023"``: ``<root>/slider/{train,test}/section_XX_{source|target}_{split}_{label}_NNNN_vel_V_snr_S.wav``
+  plus ``<root>/slider/attributes_XX.csv`` (``file_name,d1p,d1v,d2p,d2v``), one section per machine id (default:
+  section 00 only, as in DCASE 2023+). The source domain runs at nominal carriage speed and ``snr_db``; the target
+  domain is a shifted operating condition: ``target_speed`` times faster and ``target_snr_offset_db`` more
+  background. Source clips are the very recordings of the dcase2020 layout (same seeds); target clips draw from
+  their own streams. Training sets are scarce in the target domain, as in DCASE 2022+ (990 source + 10 target
+  per section): by default 120 source + 10 target training clips and, per domain, 40 normal + 40 anomalous test
+  clips (DCASE: 50 + 50); :meth:`SynthConfig.dcase2023_dev_size` gives DCASE's counts.
+
+Command line: ``python -m asd_jax.data.synthetic OUT_DIR [--layout L] [--dcase_dev_size] [--seed N] [--snr_db X]``.
 """
 
 from __future__ import annotations
 
 import concurrent.futures
 import contextlib
+import csv
 import dataclasses
 import functools
 import hashlib
@@ -52,7 +66,14 @@ NOTE = ("Synthetic slide-rail audio made by asd_jax.data.synthetic; NOT MIMII/DC
 DCASE_DEV_COUNTS = {"00": (968, 100, 356), "02": (968, 100, 267), "04": (434, 100, 178), "06": (434, 100, 89)}
 
 _OUTPUT_DBFS = -30.0  # mixture level before the per-clip gain jitter
-_DEV_NAME = re.compile(r"^(normal|anomaly)_id_\d+_\d+\.wav$")
+_DEV_NAME = re.compile(r"^((normal|anomaly)_id_\d+_\d+|section_\d+_(source|target)_(train|test)_(normal|anomaly)_\d+.*)"
+                       r"\.wav$")
+_ATTRIBUTES_CSV = re.compile(r"^attributes_\d+\.csv$")
+LAYOUTS = ("dcase2020", "dcase2023")
+DOMAINS = ("source", "target")
+_DCASE2023_FIELDS = ("layout", "num_train_target", "target_speed", "target_snr_offset_db")
+# The DCASE 2022-2024 dev sets per section: (source train, target train, test normal and test anomaly per domain).
+DCASE2023_DEV_COUNTS = (990, 10, 50, 50)
 
 Count = int | tuple[int, ...]
 
@@ -76,12 +97,19 @@ def _per_id(value, machine_ids: tuple[str, ...], name: str, scalar_type: type) -
 @dataclasses.dataclass(frozen=True)
 class SynthConfig:
     """What to generate. Counts and anomaly kinds are given once for all ids, or per id (a mapping id -> value, or a
-    tuple aligned with ``machine_ids``); per-id values are stored as aligned tuples so the config stays hashable."""
+    tuple aligned with ``machine_ids``); per-id values are stored as aligned tuples so the config stays hashable.
+
+    In the ``"dcase2023"`` layout each machine id is a section; ``num_train`` counts the source-domain training
+    clips, ``num_train_target`` the target-domain ones, and the test counts are per domain. ``machine_ids`` None
+    gives ids 00, 02, 04, 06 (dcase2020) or section 00 (dcase2023). The dcase2023-only fields are left out of
+    :meth:`to_json` for the dcase2020 layout, so its manifest and cache folder are what they were before they
+    existed.
+    """
 
     machine_type: str = "slider"
-    machine_ids: tuple[str, ...] = ("00", "02", "04", "06")
-    num_train: Count = 120  # normal training clips per id
-    num_test_normal: Count = 40
+    machine_ids: tuple[str, ...] | None = None
+    num_train: Count = 120  # normal training clips per id (dcase2023: source domain)
+    num_test_normal: Count = 40  # per id (dcase2023: per domain)
     num_test_anomaly: Count = 40
     snr_db: float = 0.0  # machine-to-background ratio (MIMII used +6, 0 and -6 dB)
     severity: tuple[float, float] = (0.15, 1.0)  # fault severity is drawn uniformly from this range
@@ -89,14 +117,22 @@ class SynthConfig:
     sample_rate: int = 16_000
     duration_s: float = 10.0
     seed: int = 0
+    layout: str = "dcase2020"
+    num_train_target: Count = 10  # dcase2023: target-domain training clips per section
+    target_speed: float = 1.3  # dcase2023: carriage speed of the target domain relative to the source domain
+    target_snr_offset_db: float = -3.0  # dcase2023: target-domain SNR relative to snr_db
 
     def __post_init__(self):
-        ids = tuple(normalise_id(i) for i in ((self.machine_ids,) if isinstance(self.machine_ids, str)
-                                              else self.machine_ids))
+        if self.layout not in LAYOUTS:
+            raise ValueError(f"layout must be one of {LAYOUTS}, got {self.layout!r}")
+        machine_ids = self.machine_ids
+        if machine_ids is None:
+            machine_ids = ("00", "02", "04", "06") if self.layout == "dcase2020" else ("00",)
+        ids = tuple(normalise_id(i) for i in ((machine_ids,) if isinstance(machine_ids, str) else machine_ids))
         if not ids or len(set(ids)) != len(ids):
             raise ValueError(f"machine_ids must be distinct and non-empty, got {self.machine_ids!r}")
         object.__setattr__(self, "machine_ids", ids)
-        for name in ("num_train", "num_test_normal", "num_test_anomaly"):
+        for name in ("num_train", "num_test_normal", "num_test_anomaly", "num_train_target"):
             value = _per_id(getattr(self, name), ids, name, int)
             counts = (value,) if isinstance(value, int) else value
             if any(not isinstance(c, (int, np.integer)) or c < 0 for c in counts):
@@ -119,6 +155,9 @@ class SynthConfig:
             raise ValueError(f"snr_db must be finite, got {self.snr_db!r}")
         if self.sample_rate < 8_000 or self.duration_s <= 0 or self.seed < 0:
             raise ValueError("need sample_rate >= 8000, duration_s > 0 and seed >= 0")
+        if not (0.5 <= self.target_speed <= 2.0 and np.isfinite(self.target_snr_offset_db)):
+            raise ValueError(f"need 0.5 <= target_speed <= 2 and a finite target_snr_offset_db, got "
+                             f"{self.target_speed!r} and {self.target_snr_offset_db!r}")
 
     @classmethod
     def dcase_dev_size(cls, **overrides) -> SynthConfig:
@@ -131,15 +170,36 @@ class SynthConfig:
                   for column, name in enumerate(("num_train", "num_test_normal", "num_test_anomaly"))}
         return cls(**{"machine_ids": ids, **counts, **overrides})
 
+    @classmethod
+    def dcase2023_dev_size(cls, **overrides) -> SynthConfig:
+        """A dcase2023-layout config with the DCASE 2022-2024 dev counts per section (990 source + 10 target
+        training clips, 50 normal + 50 anomalous test clips per domain); ``overrides`` win."""
+        train, train_target, normal, anomaly = DCASE2023_DEV_COUNTS
+        return cls(**{"layout": "dcase2023", "num_train": train, "num_train_target": train_target,
+                      "num_test_normal": normal, "num_test_anomaly": anomaly, **overrides})
+
     @property
     def num_samples(self) -> int:
         return int(round(self.duration_s * self.sample_rate))
 
     def counts(self, machine_id: str) -> dict[str, int]:
-        """{"train", "test_normal", "test_anomaly"} clip counts for one machine id."""
+        """{"train", "test_normal", "test_anomaly"} clip counts for one machine id, and "train_target" in the
+        dcase2023 layout (there the test counts are per domain)."""
         position = self.machine_ids.index(normalise_id(machine_id))
         values = {"train": self.num_train, "test_normal": self.num_test_normal, "test_anomaly": self.num_test_anomaly}
+        if self.layout == "dcase2023":
+            values["train_target"] = self.num_train_target
         return {name: value if isinstance(value, int) else value[position] for name, value in values.items()}
+
+    def domain_attributes(self, domain: str) -> dict[str, str]:
+        """The operating condition of a dcase2023 domain as DCASE-style attributes: carriage speed in percent of
+        nominal (``vel``) and SNR in dB (``snr``)."""
+        if domain not in DOMAINS:
+            raise ValueError(f"domain must be one of {DOMAINS}, got {domain!r}")
+        target = domain == "target"
+        speed = self.target_speed if target else 1.0
+        snr = self.snr_db + (self.target_snr_offset_db if target else 0.0)
+        return {"vel": f"{round(100 * speed):d}", "snr": f"{snr:g}"}
 
     def kinds(self, machine_id: str) -> tuple[str, ...]:
         """The fault kinds used for one machine id's anomalous clips."""
@@ -148,8 +208,12 @@ class SynthConfig:
         return self.anomaly_kinds[self.machine_ids.index(normalise_id(machine_id))]
 
     def to_json(self) -> dict:
-        """The config as plain JSON data (tuples become lists)."""
-        return json.loads(json.dumps(dataclasses.asdict(self)))
+        """The config as plain JSON data (tuples become lists; dcase2023-only fields only in that layout)."""
+        data = json.loads(json.dumps(dataclasses.asdict(self)))
+        if self.layout == "dcase2020":
+            for name in _DCASE2023_FIELDS:
+                data.pop(name)
+        return data
 
     def short_hash(self) -> str:
         """10 hex digits naming this config and generator version (the cache folder name)."""
@@ -167,11 +231,13 @@ def _check_kinds(kinds: Sequence[str]) -> None:
 class ClipSpec:
     """One clip to generate: where it goes and which fault (if any) it carries."""
 
-    machine_id: str
+    machine_id: str  # the section in the dcase2023 layout
     split: str  # "train" | "test"
     index: int
     anomaly: str | None = None
     severity: float = 0.0
+    domain: str | None = None  # "source" | "target" in the dcase2023 layout
+    attributes: str = ""  # dcase2023: the attribute part of the name, e.g. "vel_100_snr_0"
 
     @property
     def label(self) -> str:
@@ -179,7 +245,10 @@ class ClipSpec:
 
     @property
     def filename(self) -> str:
-        return f"{self.label}_id_{self.machine_id}_{self.index:08d}.wav"
+        if self.domain is None:
+            return f"{self.label}_id_{self.machine_id}_{self.index:08d}.wav"
+        suffix = f"_{self.attributes}" if self.attributes else ""
+        return f"section_{self.machine_id}_{self.domain}_{self.split}_{self.label}_{self.index:04d}{suffix}.wav"
 
     def relpath(self, machine_type: str) -> str:
         return os.path.join(machine_type, self.split, self.filename)
@@ -188,6 +257,8 @@ class ClipSpec:
 def clip_plan(config: SynthConfig) -> list[ClipSpec]:
     """Every clip of the data set. Fault kinds cycle through the id's kinds by index (balanced); a clip's severity
     is drawn from its own seed, so the plan for one clip never depends on the others."""
+    if config.layout == "dcase2023":
+        return _domain_plan(config)
     plan = []
     low, high = config.severity
     for machine_id in config.machine_ids:
@@ -198,6 +269,38 @@ def clip_plan(config: SynthConfig) -> list[ClipSpec]:
             severity = float(_rng(config.seed, "severity", machine_id, i).uniform(low, high))
             plan.append(ClipSpec(machine_id, "test", i, kinds[i % len(kinds)], round(severity, 4)))
     return plan
+
+
+def _domain_plan(config: SynthConfig) -> list[ClipSpec]:
+    """The dcase2023 plan: per section and domain, training clips then test normals then test anomalies. Source
+    severities are drawn as in the dcase2020 plan, target ones from their own stream."""
+    plan = []
+    low, high = config.severity
+    for machine_id in config.machine_ids:
+        counts, kinds = config.counts(machine_id), config.kinds(machine_id)
+        for domain in DOMAINS:
+            attributes = "_".join(f"{k}_{v}" for k, v in config.domain_attributes(domain).items())
+            tags = () if domain == "source" else (domain,)
+            spec = functools.partial(ClipSpec, machine_id, domain=domain, attributes=attributes)
+            train = counts["train"] if domain == "source" else counts["train_target"]
+            plan += [spec("train", i) for i in range(train)]
+            plan += [spec("test", i) for i in range(counts["test_normal"])]
+            for i in range(counts["test_anomaly"]):
+                severity = float(_rng(config.seed, "severity", machine_id, *tags, i).uniform(low, high))
+                plan.append(spec("test", i, kinds[i % len(kinds)], round(severity, 4)))
+    return plan
+
+
+def attribute_rows(config: SynthConfig, plan: Sequence[ClipSpec]) -> dict[str, list[list[str]]]:
+    """{"attributes_XX.csv": rows} for the dcase2023 layout, in DCASE's format: header ``file_name,d1p,d1v,d2p,d2v``,
+    then ``<type>/<split>/<name>,vel,<speed>,snr,<dB>`` for every clip of section XX."""
+    files = {}
+    for spec in plan:
+        rows = files.setdefault(f"attributes_{spec.machine_id}.csv", [["file_name", "d1p", "d1v", "d2p", "d2v"]])
+        pairs = config.domain_attributes(spec.domain)
+        rows.append(["/".join((config.machine_type, spec.split, spec.filename)),
+                     *(cell for key, value in pairs.items() for cell in (key, value))])
+    return files
 
 
 # ---------------------------------------------------------------------------------------------------------- sound
@@ -459,11 +562,13 @@ def _fault(kind: str, severity: float, params: MachineParams, motion: _Motion, s
 
 
 def synth_clip(config: SynthConfig, machine_id: str, split: str, index: int, anomaly: str | None = None,
-               severity: float = 0.0) -> np.ndarray:
+               severity: float = 0.0, domain: str | None = None) -> np.ndarray:
     """One clip as float32 [samples] in [-1, 1].
 
     The clip's randomness is seeded by (config.seed, id, split, label, index), where label is ``anomaly`` when a
-    fault kind is given. ``severity`` 0 with a kind renders that anomalous clip without its fault.
+    fault kind is given. ``severity`` 0 with a kind renders that anomalous clip without its fault. ``domain``
+    "target" renders the target domain's operating condition (``config.target_speed``, ``target_snr_offset_db``)
+    from streams of its own; None and "source" give the nominal condition.
     """
     machine_id = normalise_id(machine_id)
     if split not in ("train", "test"):
@@ -476,12 +581,18 @@ def synth_clip(config: SynthConfig, machine_id: str, split: str, index: int, ano
         raise ValueError(f"index must be non-negative, got {index!r}")
     if not 0.0 <= severity <= 1.0:
         raise ValueError(f"severity must be in [0, 1], got {severity!r}")
+    if domain not in (None, *DOMAINS):
+        raise ValueError(f"domain must be None, 'source' or 'target', got {domain!r}")
+    target = domain == "target"
     sample_rate, n = config.sample_rate, config.num_samples
-    keys = (config.seed, machine_id, split, "normal" if anomaly is None else "anomaly", int(index))
+    keys = (config.seed, machine_id, split, "normal" if anomaly is None else "anomaly", int(index),
+            *(("target",) if target else ()))
     params = machine_params(config.seed, machine_id)
 
     clip_rng = _rng(*keys, "clip")
     speed = 1.0 + float(np.clip(0.01 * clip_rng.standard_normal(), -0.025, 0.025))
+    speed *= config.target_speed if target else 1.0
+    snr_db = config.snr_db + (config.target_snr_offset_db if target else 0.0)
     phase = float(clip_rng.uniform())
     machine_db, background_db, gain_db = clip_rng.normal(0.0, [1.0, 1.5, 1.5])
     fault_rng = _rng(*keys, "fault")
@@ -494,7 +605,7 @@ def synth_clip(config: SynthConfig, machine_id: str, split: str, index: int, ano
     if anomaly not in (None, "speed_change") and severity > 0.0:
         machine += _fault(anomaly, severity, params, motion, sample_rate, fault_rng)
     machine *= _db(machine_db)
-    background = _background(n, sample_rate, _rng(*keys, "background")) * _db(background_db - config.snr_db)
+    background = _background(n, sample_rate, _rng(*keys, "background")) * _db(background_db - snr_db)
     mixture = (machine + background) * _db(_OUTPUT_DBFS + gain_db)
     return np.clip(mixture, -1.0, 1.0).astype(np.float32)
 
@@ -506,7 +617,7 @@ def _write_clips(config: SynthConfig, root: str, specs: Sequence[ClipSpec]) -> i
     """Render and write ``specs`` (worker entry point); each file appears atomically under its final name."""
     for spec in specs:
         path = os.path.join(root, spec.relpath(config.machine_type))
-        wave = synth_clip(config, spec.machine_id, spec.split, spec.index, spec.anomaly, spec.severity)
+        wave = synth_clip(config, spec.machine_id, spec.split, spec.index, spec.anomaly, spec.severity, spec.domain)
         partial = path + ".part"
         sf.write(partial, wave, config.sample_rate, subtype="PCM_16", format="WAV")
         os.replace(partial, path)
@@ -521,9 +632,18 @@ def _summary(config: SynthConfig, root: str, plan: Sequence[ClipSpec], seconds: 
         if spec.anomaly:
             kinds.setdefault(spec.machine_id, {}).setdefault(spec.anomaly, 0)
             kinds[spec.machine_id][spec.anomaly] += 1
-    return {"root": root, "machine_type": config.machine_type, "clips": len(plan), "counts": counts,
-            "anomaly_kinds": kinds, "snr_db": config.snr_db, "severity": list(config.severity),
-            "seconds": round(seconds, 2)}
+    summary = {"root": root, "machine_type": config.machine_type, "clips": len(plan), "counts": counts,
+               "anomaly_kinds": kinds, "snr_db": config.snr_db, "severity": list(config.severity),
+               "seconds": round(seconds, 2)}
+    if config.layout == "dcase2023":
+        domains = {}
+        for spec in plan:
+            per_id = domains.setdefault(spec.machine_id, {})
+            per_domain = per_id.setdefault(spec.domain, {"train": {"normal": 0}, "test": {"normal": 0, "anomaly": 0}})
+            per_domain[spec.split][spec.label] += 1
+        summary.update(layout=config.layout, domains=domains,
+                       attributes={d: config.domain_attributes(d) for d in DOMAINS})
+    return summary
 
 
 def _format_summary(summary: dict) -> str:
@@ -547,8 +667,10 @@ def generate_dataset(out_dir: str, config: SynthConfig = SynthConfig(), num_work
     """Write the data set under ``out_dir`` (``<out_dir>/<machine_type>/{train,test}/*.wav``) and its manifest.
 
     The manifest ``synthetic.json`` (config, a note that the data is synthetic, every test clip's fault and
-    severity) is removed first and written last, so a folder without it is an interrupted generation. Dev-named wav
-    files in the train/test folders that the plan does not contain (left by an earlier config) are removed.
+    severity, and its domain in the dcase2023 layout) is removed first and written last, so a folder without it is
+    an interrupted generation. Dev-named wav files in the train/test folders and ``attributes_XX.csv`` files that
+    the plan does not contain (left by an earlier config) are removed. The dcase2023 layout also writes
+    ``<out_dir>/<machine_type>/attributes_XX.csv`` (:func:`attribute_rows`).
     ``num_workers`` None uses every core; 1 renders in this process. Returns a summary, printed when ``progress``.
     """
     from tqdm.auto import tqdm
@@ -566,6 +688,11 @@ def generate_dataset(out_dir: str, config: SynthConfig = SynthConfig(), num_work
             if (_DEV_NAME.match(name) and os.path.join(config.machine_type, split, name) not in wanted) or \
                     name.endswith(".wav.part"):
                 os.remove(os.path.join(folder, name))
+    attribute_files = attribute_rows(config, plan) if config.layout == "dcase2023" else {}
+    machine_folder = os.path.join(out_dir, config.machine_type)
+    for name in os.listdir(machine_folder):
+        if _ATTRIBUTES_CSV.match(name) and name not in attribute_files:
+            os.remove(os.path.join(machine_folder, name))
 
     workers = max(1, min(num_workers or os.cpu_count() or 1, len(plan) // 8 or 1))
     with tqdm(total=len(plan), desc="synthetic clips", unit="clip", disable=not progress) as bar:
@@ -579,8 +706,15 @@ def generate_dataset(out_dir: str, config: SynthConfig = SynthConfig(), num_work
                 for future in concurrent.futures.as_completed(futures):
                     bar.update(future.result())
 
+    for name, rows in attribute_files.items():
+        path = os.path.join(machine_folder, name)
+        with open(path + ".part", "w", newline="") as handle:
+            csv.writer(handle, lineterminator="\n").writerows(rows)
+        os.replace(path + ".part", path)
+
     summary = _summary(config, out_dir, plan, time.perf_counter() - start)
-    test_clips = {spec.relpath(config.machine_type): {"anomaly": spec.anomaly, "severity": spec.severity}
+    test_clips = {spec.relpath(config.machine_type): {"anomaly": spec.anomaly, "severity": spec.severity,
+                                                      **({"domain": spec.domain} if spec.domain else {})}
                   for spec in plan if spec.split == "test"}
     content = {"note": NOTE, "generator_version": GENERATOR_VERSION, "config": config.to_json(),
                "summary": summary, "test_clips": test_clips}
@@ -601,7 +735,10 @@ def is_complete(root: str, config: SynthConfig) -> bool:
         return False
     if manifest.get("generator_version") != GENERATOR_VERSION or manifest.get("config") != config.to_json():
         return False
-    return all(os.path.isfile(os.path.join(root, spec.relpath(config.machine_type))) for spec in clip_plan(config))
+    plan = clip_plan(config)
+    attribute_files = attribute_rows(config, plan) if config.layout == "dcase2023" else {}
+    return all(os.path.isfile(os.path.join(root, spec.relpath(config.machine_type))) for spec in plan) and \
+        all(os.path.isfile(os.path.join(root, config.machine_type, name)) for name in attribute_files)
 
 
 def cache_root(cache_dir: str | None = None) -> str:
@@ -656,18 +793,26 @@ def describe() -> str:
 
 
 def main(argv: Sequence[str] | None = None) -> None:
-    """``python -m asd_jax.data.synthetic OUT_DIR [--dcase_dev_size] [--seed N] [--snr_db X] [--workers N]``."""
+    """``python -m asd_jax.data.synthetic OUT_DIR [--layout L] [--dcase_dev_size] [--seed N] [--snr_db X]
+    [--workers N]``."""
     import argparse
 
     parser = argparse.ArgumentParser(description=describe())
     parser.add_argument("out_dir")
-    parser.add_argument("--dcase_dev_size", action="store_true", help="as many clips as the real slider dev set")
+    parser.add_argument("--layout", choices=LAYOUTS, default="dcase2020",
+                        help="dcase2020: machine-id names; dcase2023: section 00 with source and target domains")
+    parser.add_argument("--dcase_dev_size", action="store_true",
+                        help="as many clips as the real dev set (dcase2020: the slider set; dcase2023: per section)")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--snr_db", type=float, default=SynthConfig.snr_db)
     parser.add_argument("--workers", type=int, default=None)
     args = parser.parse_args(argv)
     settings = {"seed": args.seed, "snr_db": args.snr_db}
-    config = SynthConfig.dcase_dev_size(**settings) if args.dcase_dev_size else SynthConfig(**settings)
+    if args.layout == "dcase2023":
+        config = SynthConfig.dcase2023_dev_size(**settings) if args.dcase_dev_size else \
+            SynthConfig(layout="dcase2023", **settings)
+    else:
+        config = SynthConfig.dcase_dev_size(**settings) if args.dcase_dev_size else SynthConfig(**settings)
     generate_dataset(args.out_dir, config, num_workers=args.workers)
 
 

@@ -77,3 +77,57 @@ def test_real_dcase_clip_loads(realdata):
     path = os.path.join(realdata, "dcase2020t2_dev_mamisoa", "slider", "anomaly_id_00_00000000.wav")
     wave = audio.load_audio(path)
     assert wave.shape == (160_000,) and wave.dtype == np.float32 and 0 < np.abs(wave).max() <= 1
+
+
+def test_channel_selection_takes_one_channel_or_the_mean(tmp_path):
+    path = str(tmp_path / "eight.wav")
+    data = write_wav(path, seconds=0.5, channels=8)
+    np.testing.assert_allclose(audio.load_audio(path, duration_s=None, channel=3), data[:, 3], atol=1e-4)
+    np.testing.assert_allclose(audio.load_audio(path, duration_s=None, channel="0"), data[:, 0], atol=1e-4)
+    np.testing.assert_array_equal(audio.load_audio(path, duration_s=None, channel="mean"),
+                                  audio.load_audio(path, duration_s=None))
+    with pytest.raises(audio.ChannelError, match=r"eight.wav: channel 8 requested but the file has 8 channel") as info:
+        audio.load_audio(path, channel=8)
+    assert info.value.path == path and "0 to 7" in str(info.value)
+    with pytest.raises(ValueError, match="'mean' or a channel index"):
+        audio.load_audio(path, channel="left")
+    mono = str(tmp_path / "mono.wav")
+    original = write_wav(mono, seconds=0.5)
+    np.testing.assert_allclose(audio.load_audio(mono, duration_s=None, channel=0), original[:, 0], atol=1e-4)
+
+
+def test_channel_error_survives_pickling():
+    import pickle
+
+    error = pickle.loads(pickle.dumps(audio.ChannelError("x.wav", "channel 2 requested but the file has 1 channel(s)",
+                                                         "pass channel='mean'")))
+    assert isinstance(error, audio.ChannelError) and error.path == "x.wav" and "pass channel='mean'" in str(error)
+
+
+def test_feature_config_channel_is_threaded_and_a_bad_index_raises(tmp_path):
+    from asd_jax.data import features as F
+
+    path = str(tmp_path / "eight.wav")
+    write_wav(path, seconds=1.0, channels=8)
+    samples, _ = audio.read_wav(path)
+    assert F.FeatureConfig().channel == "mean" and F.FeatureConfig(channel="2").channel == 2
+    first = F.extract_features([path], F.FeatureConfig(duration_s=1.0, channel=0), cache_root="", progress=False)
+    np.testing.assert_allclose(first.features[0], F.log_mel(samples[:, 0].copy(), F.FeatureConfig(duration_s=1.0)),
+                               atol=1e-4)
+    mean = F.extract_features([path], F.FeatureConfig(duration_s=1.0), cache_root="", progress=False)
+    np.testing.assert_allclose(mean.features[0], F.log_mel(samples.mean(axis=1), F.FeatureConfig(duration_s=1.0)),
+                               atol=1e-4)
+    with pytest.raises(audio.ChannelError, match="has 8 channel"):
+        F.extract_features([path], F.FeatureConfig(duration_s=1.0, channel=9), cache_root="", progress=False)
+
+
+def test_real_mimii_channel_0_is_not_the_mean(realdata):
+    path = os.path.join(realdata, "mimii_8ch_arlene14ko", "fan", "id_02", "normal", "00000000.wav")
+    samples, rate = audio.read_wav(path)
+    assert samples.shape[1] == 8 and rate == 16_000
+    channel0 = audio.load_audio(path, channel=0)
+    np.testing.assert_allclose(channel0, samples[:, 0], atol=1e-6)
+    np.testing.assert_allclose(audio.load_audio(path), samples.mean(axis=1), atol=1e-6)
+    assert np.abs(channel0 - audio.load_audio(path)).mean() > 1e-4
+    with pytest.raises(audio.ChannelError, match="00000000.wav: channel 8 requested but the file has 8"):
+        audio.load_audio(path, channel=8)

@@ -15,7 +15,7 @@ def _touch(root, *names):
 
 def test_parse_2020_dev_names():
     clip = dcase.parse_name("/d/slider/test/anomaly_id_04_00000170.wav", "slider", "test")
-    assert (clip.machine_id, clip.split, clip.label, clip.domain) == ("04", "test", dcase.ANOMALY, "")
+    assert (clip.machine_id, clip.split, clip.label, clip.domain) == ("04", "test", dcase.ANOMALY, None)
     clip = dcase.parse_name("/d/slider/train/normal_id_00_00000000.wav", "slider", "train")
     assert (clip.machine_id, clip.split, clip.label) == ("00", "train", dcase.NORMAL)
 

@@ -147,6 +147,79 @@ def test_describe_and_command_line(tmp_path, monkeypatch):
     monkeypatch.setattr(S, "generate_dataset", lambda out_dir, config, num_workers: seen.update(config=config))
     S.main([str(tmp_path), "--dcase_dev_size", "--seed", "4", "--snr_db", "-6"])
     assert seen["config"] == S.SynthConfig.dcase_dev_size(seed=4, snr_db=-6.0)
+    S.main([str(tmp_path), "--layout", "dcase2023", "--seed", "2"])
+    assert seen["config"] == S.SynthConfig(layout="dcase2023", seed=2)
+
+
+TINY_2023 = S.SynthConfig(layout="dcase2023", num_train=4, num_train_target=2, num_test_normal=2, num_test_anomaly=3,
+                          duration_s=1.0)
+NAME_2023 = re.compile(r"^section_00_(source|target)_(train|test)_(normal|anomaly)_(\d{4})_vel_(\d+)_snr_(-?\d+)\.wav$")
+
+
+def test_dcase2023_layout_is_parsed_back_with_domains_and_attributes(tmp_path):
+    from asd_jax.data.dcase import find_clips as find
+
+    summary = S.generate_dataset(str(tmp_path), TINY_2023, num_workers=1, progress=False)
+    files = _files(str(tmp_path))
+    assert len(files) == summary["clips"] == 4 + 2 + 2 * (2 + 3)
+    assert all(NAME_2023.match(os.path.basename(f)) for f in files), files
+    assert summary["domains"]["00"] == {"source": {"train": {"normal": 4}, "test": {"normal": 2, "anomaly": 3}},
+                                        "target": {"train": {"normal": 2}, "test": {"normal": 2, "anomaly": 3}}}
+
+    found = find(str(tmp_path), "slider", edition="dcase2023")
+    assert found.edition == "dcase2023" and not found.unmatched and len(found.clips) == len(files)
+    assert find(str(tmp_path), "slider").edition == "dcase2023"  # also the guess without the override
+    counts = {(c.domain, c.split, c.label): 0 for c in found.clips}
+    for clip in found.clips:
+        counts[(clip.domain, clip.split, clip.label)] += 1
+    assert counts == {("source", "train", NORMAL): 4, ("target", "train", NORMAL): 2,
+                      ("source", "test", NORMAL): 2, ("source", "test", ANOMALY): 3,
+                      ("target", "test", NORMAL): 2, ("target", "test", ANOMALY): 3}
+    assert {c.section for c in found.clips} == {"00"}
+    assert {c.domain: c.attributes["vel"] for c in found.clips} == {"source": "100", "target": "130"}
+    assert {c.domain: c.attributes["snr"] for c in found.clips} == {"source": "0", "target": "-3"}
+
+    attributes = (tmp_path / "slider" / "attributes_00.csv").read_text().splitlines()
+    assert attributes[0] == "file_name,d1p,d1v,d2p,d2v" and len(attributes) == 1 + len(files)
+    assert "slider/train/section_00_target_train_normal_0001_vel_130_snr_-3.wav,vel,130,snr,-3" in attributes
+    manifest = json.loads((tmp_path / S.MANIFEST).read_text())
+    assert manifest["config"]["layout"] == "dcase2023" and S.is_complete(str(tmp_path), TINY_2023)
+    assert {f["domain"] for f in manifest["test_clips"].values()} == {"source", "target"}
+
+    S.generate_dataset(str(tmp_path), TINY, num_workers=1, progress=False)  # back to the 2020 layout: no leftovers
+    assert all(DEV_NAME.match(os.path.basename(f)) for f in _files(str(tmp_path)))
+    assert not (tmp_path / "slider" / "attributes_00.csv").exists()
+
+
+def test_dcase2023_source_is_the_2020_recording_and_target_is_shifted():
+    config_2020 = S.SynthConfig(duration_s=1.0)
+    source = S.synth_clip(TINY_2023, "00", "train", 1, domain="source")
+    np.testing.assert_array_equal(source, S.synth_clip(config_2020, "00", "train", 1))
+    target = S.synth_clip(TINY_2023, "00", "train", 1, domain="target")
+    assert np.abs(target - source).mean() > 0.1 * np.abs(source).mean()
+    np.testing.assert_array_equal(target, S.synth_clip(TINY_2023, "00", "train", 1, domain="target"))
+    slower = S.SynthConfig(layout="dcase2023", duration_s=1.0, target_speed=0.8)
+    assert not np.array_equal(target, S.synth_clip(slower, "00", "train", 1, domain="target"))
+    with pytest.raises(ValueError, match="domain must be"):
+        S.synth_clip(TINY_2023, "00", "train", 1, domain="other")
+
+
+def test_dcase2023_config_defaults_and_hash():
+    config = S.SynthConfig(layout="dcase2023")
+    assert config.machine_ids == ("00",) and config.counts("00") == {
+        "train": 120, "test_normal": 40, "test_anomaly": 40, "train_target": 10}
+    dev = S.SynthConfig.dcase2023_dev_size()
+    assert dev.counts("00") == {"train": 990, "test_normal": 50, "test_anomaly": 50, "train_target": 10}
+    assert len(S.clip_plan(dev)) == 990 + 10 + 2 * 100
+    # the dcase2020 layout's JSON and hash do not see the dcase2023 fields
+    assert "layout" not in S.SynthConfig().to_json() and S.SynthConfig().machine_ids == ("00", "02", "04", "06")
+    assert S.SynthConfig(target_speed=1.5).short_hash() == S.SynthConfig().short_hash()
+    assert config.short_hash() != S.SynthConfig().short_hash()
+    assert S.SynthConfig(**config.to_json()) == config
+    for bad in ({"layout": "dcase2019"}, {"layout": "dcase2023", "target_speed": 3.0},
+                {"layout": "dcase2023", "num_train_target": -1}):
+        with pytest.raises(ValueError):
+            S.SynthConfig(**bad)
 
 
 @pytest.mark.slow
