@@ -124,11 +124,14 @@ def main(argv):
     from asd_jax.data.audio import AudioError
     from asd_jax.data.dcase import DatasetError
     from asd_jax.embeddings.vggish import VGGishUnavailableError
+    from asd_jax.runlock import LockHeldError
+    from asd_jax.train.checkpoints import CheckpointError
 
     try:
         config, axes = resolve_config()
         pipeline.run(config, files=argv[1:], axes=axes)
-    except (DatasetError, AudioError, VGGishUnavailableError, FileNotFoundError, ValueError) as error:
+    except (DatasetError, AudioError, VGGishUnavailableError, CheckpointError, LockHeldError, FileNotFoundError,
+            ValueError) as error:
         if os.environ.get("ASD_JAX_TRACEBACK"):
             raise
         sys.exit(f"error: {error}\n(set ASD_JAX_TRACEBACK=1 for the full traceback)")

@@ -241,7 +241,8 @@ def _mean_std(values: Sequence[float]) -> tuple[float | None, float | None]:
 
 def setting_figures(members: Sequence[dict], specs: Sequence[MemberSpec]) -> list[dict]:
     """Per setting: its members and seeds, mean and sample std over seeds of each member's per-id AUC/pAUC and of
-    their mean over ids, and the mean held-out normal error.
+    their mean over ids, and the mean held-out normal error. Diverged members are listed under ``diverged`` and
+    left out of the figures (a setting whose every member diverged has none).
 
     ``members`` are the ``results["members"]`` entries (``name``, ``per_id``, ``mean``, ``validation_error``) of
     every member of ``specs`` (any order; members a run skipped are left out)."""
@@ -251,9 +252,16 @@ def setting_figures(members: Sequence[dict], specs: Sequence[MemberSpec]) -> lis
         chosen = [s for s in specs if s.setting == setting and s.name in by_name]
         if not chosen:
             continue
-        results = [by_name[s.name] for s in chosen]
+        diverged = [s.name for s in chosen if by_name[s.name].get("diverged")]
+        healthy = [s for s in chosen if s.name not in diverged]
+        results = [by_name[s.name] for s in healthy]
         figure = {"setting": setting, "name": setting_name(setting) or "default",
-                  "members": [s.name for s in chosen], "seeds": [s.seed for s in chosen]}
+                  "members": [s.name for s in healthy], "seeds": [s.seed for s in healthy], "diverged": diverged}
+        if not results:
+            figure.update({key: None for key in ("auc_mean", "auc_std", "pauc_mean", "pauc_std",
+                                                 "validation_error_mean")}, per_id={})
+            settings.append(figure)
+            continue
         for key in ("auc", "pauc"):
             figure[f"{key}_mean"], figure[f"{key}_std"] = _mean_std([r["mean"][key] for r in results])
         figure["per_id"] = {}

@@ -19,12 +19,14 @@ from asd_jax import experiment
 from asd_jax.config import RUN_LEVEL, split_list
 from asd_jax.data import dcase
 from asd_jax.evaluate import report
+from asd_jax.evaluate.holdout_check import describe_threshold_source
 from asd_jax.evaluate.metrics import classification_metrics
 from asd_jax.evaluate.thresholds import Threshold, choose_threshold, oracle_f1_threshold
 from asd_jax.methods import registry
 from asd_jax.methods.clip_vectors import OCSVMDetector
 from asd_jax.methods.sequence import SequenceDetector
 from asd_jax.rundir import RunDir
+from asd_jax.runlock import RunLock
 from asd_jax.train import ensemble
 
 log = logging.getLogger(__name__)
@@ -98,24 +100,51 @@ def load_data(config) -> Data:
 
 
 def _comparable(config) -> dict:
-    """The config without its run-level settings: what a resumed run must share with the one that started."""
+    """What a resumed run must share with the one that started: the settings the run reads, without the run-level
+    ones (sections of other methods do not matter)."""
     plain = config.to_dict()
-    for key in RUN_LEVEL:
-        plain.pop(key, None)
+    read = config_lib.sections_read(config)
+    for key in list(plain):
+        if key in RUN_LEVEL or (isinstance(plain[key], dict) and key not in read):
+            plain.pop(key)
     return json.loads(json.dumps(plain, default=str))
 
 
-def check_resumable(run: RunDir, config, members: list[dict]) -> None:
-    """A run directory with checkpoints or results may only be continued with the same settings and members."""
+def _flatten(tree: dict, prefix: str = "") -> dict:
+    flat = {}
+    for key, value in tree.items():
+        if isinstance(value, dict):
+            flat.update(_flatten(value, f"{prefix}{key}."))
+        else:
+            flat[f"{prefix}{key}"] = value
+    return flat
+
+
+def check_resumable(run: RunDir, config, members: list[dict]) -> str:
+    """A run directory with checkpoints or results may only be continued with the same settings and members, except
+    for more epochs (constant schedule): the window stream is keyed by the step, so training on from the last
+    checkpoint gives what a longer run from scratch gives. Returns a note when the run is extended, else ''."""
     if not os.path.exists(run.file(RunDir.CONFIG)) or not (run.has_checkpoints or run.finished):
-        return
-    previous, current = _comparable(run.load_config()), _comparable(config)
+        return ""
+    previous, current = _flatten(_comparable(run.load_config())), _flatten(_comparable(config))
     changed = sorted(key for key in set(previous) | set(current) if previous.get(key) != current.get(key))
+    method = registry.get(config.method)
+    epochs = f"{method.section}.train.epochs"
+    note = ""
+    if epochs in changed and method.kind == "ensemble":
+        before, after = previous.get(epochs), current.get(epochs)
+        if isinstance(before, int) and isinstance(after, int) and after > before and \
+                config[method.section].train.schedule == "constant":
+            changed.remove(epochs)
+            note = f"continuing the {before}-epoch run to {after} epochs"
     if run.load_resolved().get("members") != json.loads(json.dumps(members, default=str)):
         changed.append("members")
     if changed:
-        raise ValueError(f"{run} holds a run with other settings ({', '.join(changed)}); "
-                         "pass another --workdir, or delete that directory to start over")
+        shown = sorted({key.split(".")[0] for key in changed})
+        raise ValueError(f"{run} holds a run with other settings ({', '.join(shown)}: {', '.join(changed[:5])}); "
+                         "pass another --workdir, or delete that directory to start over (only more epochs, with a "
+                         "constant schedule, continue a run)")
+    return note
 
 
 def plain_group(config, axes: dict | None = None) -> experiment.Group:
@@ -137,8 +166,8 @@ def train_and_evaluate(config, axes: dict | None = None, stop_after_epoch: int |
 
 def run_group(group: experiment.Group, run: RunDir, stop_after_epoch: int | None = None, data: Data | None = None,
               progress: bool | None = None) -> dict:
-    """Train one group's members together, evaluate them, write ``run``; returns the results dict."""
-    started = time.perf_counter()
+    """Train one group's members together, evaluate them, write ``run``; returns the results dict. The run
+    directory is locked for the whole run (a second run on it stops at once)."""
     config = group.config
     if progress is not None:
         with config.unlocked():
@@ -147,17 +176,24 @@ def run_group(group: experiment.Group, run: RunDir, stop_after_epoch: int | None
         from asd_jax.embeddings.vggish import resolve_source
 
         resolve_source(config.vggish.handle)
-    data = data or load_data(config)
     run.create()
+    with RunLock(run.path):
+        return _run_group_locked(group, run, config, stop_after_epoch, data)
+
+
+def _run_group_locked(group: experiment.Group, run: RunDir, config, stop_after_epoch: int | None,
+                      data: Data | None) -> dict:
+    started = time.perf_counter()
+    data = data or load_data(config)
     described = [m.describe() for m in group.members]
-    check_resumable(run, config, described)
+    continued = check_resumable(run, config, described)
     run.save_config(config, data_dir=os.path.abspath(data.data_dir), test_data_dir=os.path.abspath(data.test_data_dir),
                     num_fit_clips=len(data.fit), num_validation_clips=len(data.validation),
                     num_test_clips=len(data.test), group=group.name, members=described)
     members = [m.member() for m in group.members]
     print(f"{config.method} on {config.machine_type}: {len(data.fit)} training, {len(data.validation)} held-out "
           f"normal and {len(data.test)} test clips from {data.data_dir}; {_describe_members(group)}; "
-          f"run directory {run}")
+          f"run directory {run}" + (f" ({continued})" if continued else ""))
 
     detector = detector_class(config.method)(config, run, members, config.cache_dir or None)
     oracle = data.test if registry.get(config.method).kind == "clip_vector" and config.ocsvm.select == "oracle" \
@@ -168,37 +204,59 @@ def run_group(group: experiment.Group, run: RunDir, stop_after_epoch: int | None
     test = detector.score([c.path for c in data.test], "test")
     skipped = skipped + test.skipped + [{"file": p, "error": "name fits no DCASE pattern"} for p in data.unmatched]
     skipped = list({entry["file"]: entry for entry in skipped}.values())
+    names = detector.member_names
+    diverged = list(getattr(detector, "diverged", []))
+    if len(diverged) == len(names):
+        log.warning("every member diverged (%s): the figures below are theirs, kept only to show it",
+                    ", ".join(diverged))
+        diverged = []
+    for name in diverged:
+        log.warning("member %s diverged: it is left out of the ensemble score, the threshold and the headline "
+                    "figures (its own scores stay in scores.csv)", name)
+    healthy = np.array([name not in diverged for name in names])
 
     labels = _labels(test, data.test)
+    normal_scores = validation.values[healthy].mean(axis=0) if validation.values.size else None
     threshold = choose_threshold(
-        config.threshold.policy, normal_scores=validation.values.mean(axis=0) if validation.values.size else None,
-        quantile=config.threshold.quantile, value=config.threshold.value,
-        test_labels=labels, test_scores=test.values.mean(axis=0))
+        config.threshold.policy, normal_scores=normal_scores, quantile=config.threshold.quantile,
+        value=config.threshold.value, test_labels=labels, test_scores=test.values[healthy].mean(axis=0))
+    source, warning = describe_threshold_source(len(validation.paths), config.threshold.policy,
+                                                config.threshold.quantile)
     by_path = {c.path: c for c in data.test}
     machine_ids = [by_path[p].machine_id for p in test.paths]
     validation_errors = validation.values.mean(axis=1) if validation.values.size else [None] * len(members)
+    quiet = list({entry["file"]: entry for entry in getattr(detector, "quiet", [])}.values())
     extra = dict(detector.extra_results, group=group.name, compiles=detector.compiles,
                  validation={"num_clips": len(validation.paths),
                              "criterion": "mean score of the held-out normal training clips"},
-                 seconds=round(time.perf_counter() - started, 1))
+                 quiet_clips=quiet, seconds=round(time.perf_counter() - started, 1))
     results = report.evaluate_run(
         method=config.method, machine_type=config.machine_type, data_dir=os.path.abspath(data.test_data_dir),
         files=test.paths, machine_ids=machine_ids, labels=labels, member_scores=test.values, threshold=threshold,
-        skipped_files=skipped, extra=extra, member_names=detector.member_names)
+        skipped_files=skipped, extra=extra, member_names=names, excluded=diverged)
+    results["threshold"]["source"] = source
+    if warning:
+        log.warning("%s", warning)
+        results["notes"].append(warning)
+    for entry in quiet:
+        results["notes"].append(f"{entry['file']}: {entry['problem']}: check the microphone (the clip was used)")
     for entry, spec, error in zip(results["members"], group.members, validation_errors):
         entry.update(seed=spec.seed, setting=spec.setting, validation_error=error)
     results["settings"] = experiment.setting_figures(results["members"], group.members)
-    _add_setting_classification(results["settings"], detector.member_names, test.values, validation.values, labels,
-                                config)
+    if len(results["settings"]) > 1:
+        results["notes"].append("the members differ in more than their seed: the headline figures and the threshold "
+                                "mix settings; see the per-setting figures")
+    _add_setting_classification(results["settings"], names, test.values, validation.values, labels, config)
     if getattr(detector, "test_tuned", False):
         results["test_tuned"] = True
         results["notes"].append("hyper-parameters chosen by test AUC (--ocsvm_select=oracle): TEST-TUNED")
     validation_ids = {c.path: c.machine_id for c in data.validation}
     report.write_run_outputs(run, results, files=test.paths, machine_ids=machine_ids, labels=labels,
-                             member_scores=test.values, member_names=detector.member_names,
+                             member_scores=test.values, member_names=names,
                              validation=(validation.paths, [validation_ids[p] for p in validation.paths],
                                          validation.values))
     print(report.format_table(results))
+    print(f"threshold from the {source}")
     print(f"wrote results.json, scores.csv, report.md and plots to {run}")
     return results
 
@@ -209,6 +267,9 @@ def _add_setting_classification(settings: list[dict], names: list[str], test_sco
     that setting's own held-out normal scores) and at the F1-best threshold on the test labels (TEST-TUNED)."""
     for setting in settings:
         rows = [names.index(name) for name in setting["members"]]
+        if not rows:  # every member of the setting diverged
+            setting.update(f1_anomaly=None, threshold_test_tuned=False, f1_anomaly_test_tuned=None)
+            continue
         score = test_scores[rows].mean(axis=0)
         normal = validation_scores[rows].mean(axis=0) if validation_scores.size else None
         figures = {}

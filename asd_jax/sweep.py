@@ -22,6 +22,7 @@ from matplotlib.figure import Figure
 
 from asd_jax import experiment, pipeline
 from asd_jax.rundir import RunDir
+from asd_jax.runlock import RunLock
 
 SWEEP_JSON, SWEEP_CSV, SWEEP_MD, SWEEP_PLOT = "sweep.json", "sweep.csv", "sweep.md", "sweep_auc.png"
 CRITERION = "validation_error_mean"
@@ -59,6 +60,12 @@ def run(config: ml_collections.ConfigDict, stop_after_groups: int | None = None)
     members = experiment.expand(config, points)
     groups = experiment.group(members)
     root = RunDir(resolve_dir(config)).create()
+    with RunLock(root.path):
+        return _run_locked(config, root, members, groups, stop_after_groups)
+
+
+def _run_locked(config, root: RunDir, members: list[experiment.MemberSpec], groups: list[experiment.Group],
+                stop_after_groups: int | None) -> dict:
     print(f"sweep {sweep_name(config.sweep)}: {len(members)} members, {len(experiment.unique(m.setting for m in members))}"
           f" settings, {len(groups)} group(s) (one compiled program each); directory {root}")
     records = [{"name": g.name, "shape": g.shape, "members": [m.name for m in g.members], "compiles": None,

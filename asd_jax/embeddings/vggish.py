@@ -35,6 +35,7 @@ from typing import Any
 import numpy as np
 
 from asd_jax.models import vggish as vggish_model
+from asd_jax.progress import bar as progress_bar
 
 log = logging.getLogger(__name__)
 
@@ -277,11 +278,9 @@ class VGGishExtractor:
         Flax: clips of equal length are batched ``batch_size`` at a time (the last batch zero-filled, so one shape
         compiles once). TF: one clip per call, as the TF-Hub signature takes a single waveform.
         """
-        from tqdm.auto import tqdm
-
         clips = [self._prepare(waveform) for waveform in waveforms]
         outputs: list[np.ndarray | None] = [None] * len(clips)
-        bar = tqdm(total=len(clips), desc=description, unit="clip", disable=not self.progress, leave=False)
+        bar = progress_bar(total=len(clips), desc=description, unit="clip", enabled=self.progress)
         try:
             if self.backend == "tf":
                 for index, clip in enumerate(clips):

@@ -40,7 +40,7 @@ RESULTS_FILE, SCORES_FILE, REPORT_FILE = RunDir.RESULTS, RunDir.SCORES, RunDir.R
 ROC_FILE, HIST_FILE = RunDir.ROC_PLOT, RunDir.HIST_PLOT
 CONTRACT_KEYS = (
     "method", "machine_type", "data_dir", "num_seeds", "per_id", "mean", "std", "ensemble", "pooled",
-    "members", "threshold", "test_tuned", "skipped_files", "notes",
+    "members", "members_diverged", "threshold", "test_tuned", "skipped_files", "notes",
 )
 _CLASSIFICATION_KEYS = (
     "accuracy", "precision_normal", "recall_normal", "f1_normal",
@@ -94,8 +94,12 @@ def evaluate_run(
     skipped_files: list[dict] | list[str] = (),
     extra: dict | None = None,
     member_names: list[str] | None = None,
+    excluded: Sequence[str] = (),
 ) -> dict:
     """Score one run: per-id AUC/pAUC per member and their mean/std, the ensemble, and the threshold table.
+
+    Members named in ``excluded`` (diverged) keep their own entry in ``members`` (marked ``"diverged": true``) but
+    are left out of the headline ``per_id``/``mean``/``std``, the ensemble score and the pooled AUC.
 
     ``member_scores`` is ``[E, N]`` (one row per ensemble member; a 1-D array counts as E = 1). Unknown
     labels (-1) are left out of every metric. ``pooled`` (one AUC over all ids' clips) is, like ``mean``, the
@@ -107,16 +111,26 @@ def evaluate_run(
     matrix = _member_matrix(member_scores, num_clips)
     names = _names(member_names, matrix.shape[0])
     for name, row in zip(names, matrix):
-        if not np.all(np.isfinite(row)):
+        if name not in excluded and not np.all(np.isfinite(row)):
             raise ValueError(f"member '{name}' has {int(np.sum(~np.isfinite(row)))} NaN or infinite scores")
     extra = dict(extra or {})
     clashes = sorted(set(extra) & set(CONTRACT_KEYS))
     if clashes:
         raise ValueError(f"extra keys clash with the results contract: {clashes}")
 
-    members = [
-        {"name": name, **per_id_metrics(machine_ids, labels, row, DEFAULT_MAX_FPR)} for name, row in zip(names, matrix)
+    unknown = sorted(set(excluded) - set(names))
+    if unknown:
+        raise ValueError(f"excluded members {unknown} are not among {names}")
+    all_members = [
+        {"name": name, **(per_id_metrics(machine_ids, labels, row, DEFAULT_MAX_FPR) if np.all(np.isfinite(row))
+                          else {"per_id": None, "mean": None, "note": "non-finite scores"}),
+         **({"diverged": True} if name in excluded else {})} for name, row in zip(names, matrix)
     ]
+    kept = [index for index, name in enumerate(names) if name not in excluded]
+    if not kept:
+        raise ValueError("every member diverged: there is no healthy member to evaluate")
+    members = [all_members[index] for index in kept]
+    matrix = matrix[kept]
     ids = list(members[0]["per_id"])
     per_id = {
         machine_id: {
@@ -149,12 +163,13 @@ def evaluate_run(
         "machine_type": machine_type,
         "data_dir": data_dir,
         "num_seeds": int(matrix.shape[0]),
+        "members_diverged": list(excluded),
         "per_id": per_id,
         "mean": {key: float(np.mean(values)) for key, values in member_means.items()},
         "std": {key: float(np.std(values)) for key, values in member_means.items()},
         "ensemble": per_id_metrics(machine_ids, labels, ensemble_score, DEFAULT_MAX_FPR),
         "pooled": {"auc": pooled},
-        "members": members,
+        "members": all_members,
         "threshold": {
             "policy": threshold.policy,
             "value": float(threshold.value),
@@ -222,7 +237,7 @@ def _with_std(results: dict, value, std) -> str:
 
 
 def _id_std(results: dict, machine_id: str, key: str) -> float | None:
-    values = [m["per_id"][machine_id][key] for m in results.get("members", [])]
+    values = [m["per_id"][machine_id][key] for m in results.get("members", []) if not m.get("diverged")]
     if not values or any(v is None for v in values):
         return None
     return float(np.std(values))
@@ -287,6 +302,9 @@ def format_table(results: dict) -> str:
     """A plain-text summary for the terminal: AUC/pAUC per id, mean (± std over seeds), and the class table."""
     seeds = _num_seeds(results)
     lines = [f"{results['method']} | {results['machine_type']} | {describe_members(results)}"]
+    if results.get("members_diverged"):
+        lines.append(f"DIVERGED (left out of the ensemble, threshold and figures): "
+                     f"{', '.join(results['members_diverged'])}")
     rows = [["id", "AUC", "pAUC", "#normal", "#anomaly"], *_summary_rows(results)]
     if seeds > 1:
         ensemble = results["ensemble"]["mean"]
@@ -323,6 +341,9 @@ def _report_markdown(results: dict) -> str:
     lines += [f"- data: `{results['data_dir']}`", f"- ensemble members: {describe_members(results)}"]
     if results.get("members"):
         lines[-1] += f" ({', '.join(m['name'] for m in results['members'])})"
+    if results.get("members_diverged"):
+        lines.append(f"- **diverged, left out of the ensemble score, the threshold and the figures above the member "
+                     f"table**: {', '.join(results['members_diverged'])} (their own scores stay in scores.csv)")
     extras = {k: v for k, v in results.items() if k not in CONTRACT_KEYS}
     for key, value in extras.items():
         shown = value if isinstance(value, (str, int, float, bool)) or value is None else "see results.json"
@@ -464,18 +485,20 @@ def write_run_outputs(
     if member_names is None and len(results.get("members", [])) == matrix.shape[0]:
         member_names = [m["name"] for m in results["members"]]
     names = _names(member_names, matrix.shape[0])
-    ensemble_score = matrix.mean(axis=0)
+    diverged = {m["name"] for m in results.get("members", []) if m.get("diverged")}
+    healthy = np.array([name not in diverged for name in names])
+    ensemble_score = matrix[healthy].mean(axis=0)
     run.create()
 
     run.write_json(RunDir.RESULTS, _jsonable(results))
     threshold = results["threshold"]
     run.write_json(RunDir.THRESHOLD, {key: threshold[key] for key in ("policy", "value", "test_tuned", "quantile")})
-    _write_scores(run.file(RunDir.SCORES), files, machine_ids, labels, matrix, names)
+    _write_scores(run.file(RunDir.SCORES), files, machine_ids, labels, matrix, names, healthy)
     if validation is not None:
         validation_files, validation_ids, validation_scores = validation
         validation_matrix = np.asarray(validation_scores, np.float64).reshape(len(names), len(validation_files))
         _write_scores(run.file(RunDir.VALIDATION_SCORES), validation_files, validation_ids,
-                      np.zeros(len(validation_files), int), validation_matrix, names)
+                      np.zeros(len(validation_files), int), validation_matrix, names, healthy)
     with open(run.file(RunDir.REPORT), "w") as handle:
         handle.write(_report_markdown(_jsonable(results)))
 
@@ -485,12 +508,14 @@ def write_run_outputs(
     plot_training_curve(run.path)
 
 
-def _write_scores(path: str, files, machine_ids, labels, matrix: np.ndarray, names: list[str]) -> None:
+def _write_scores(path: str, files, machine_ids, labels, matrix: np.ndarray, names: list[str],
+                  healthy: np.ndarray) -> None:
+    """``score`` is the mean over the healthy members; every member keeps its own column (diverged ones too)."""
     with open(path, "w", newline="") as handle:
         writer = csv.writer(handle)
         member_columns = [f"score_{name}" for name in names] if matrix.shape[0] > 1 else []
         writer.writerow(["file", "machine_id", "label", "score", *member_columns])
-        ensemble_score = matrix.mean(axis=0)
+        ensemble_score = matrix[healthy].mean(axis=0)
         for index in range(len(files)):
             member_values = [repr(float(v)) for v in matrix[:, index]] if member_columns else []
             writer.writerow([files[index], str(machine_ids[index]), int(labels[index]),

@@ -27,6 +27,7 @@ class OCSVMDetector(Detector):
         self.config, self.run, self.cache_root = config, run, cache_root
         self.member_names = [members[0].name] if members else ["ocsvm"]
         self.compiles = 0
+        self.quiet: list[dict] = []
         self.pipeline = None
         self.extra_results: dict = {}
 
@@ -36,6 +37,7 @@ class OCSVMDetector(Detector):
             extracted = extract_features(paths, FeatureConfig(**self.config.features.to_dict()), self.cache_root,
                                          self.config.num_workers or None, self.config.progress,
                                          f"log-mel ({description})")
+            self.quiet += extracted.quiet
             return ocsvm.logmel_stats(extracted.features), extracted.paths, extracted.skipped
         from asd_jax.embeddings.vggish import clip_embeddings
 

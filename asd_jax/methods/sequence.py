@@ -43,6 +43,8 @@ class SequenceDetector(Detector):
         self.states = None
         self.history: list[dict] = []
         self.compiles = 0
+        self.diverged: list[str] = []
+        self.quiet: list[dict] = []  # silent or near-silent clips met so far (still used)
         self.extra_results: dict = {}
         self._score_fn = None
 
@@ -53,8 +55,10 @@ class SequenceDetector(Detector):
         return self._score_fn
 
     def _extract(self, paths: list[str], description: str):
-        return extract_features(paths, self.features, self.cache_root, self.config.num_workers or None,
-                                self.config.progress, f"log-mel ({description})")
+        extracted = extract_features(paths, self.features, self.cache_root, self.config.num_workers or None,
+                                     self.config.progress, f"log-mel ({description})")
+        self.quiet += extracted.quiet
+        return extracted
 
     def fit(self, clips: list[Clip], validation_clips: Sequence[Clip] = (), stop_after_epoch: int | None = None,
             oracle_clips=None) -> list[dict]:
@@ -76,6 +80,7 @@ class SequenceDetector(Detector):
             self.model, self.members, device_features, self.train_config, self.run, self.config.progress,
             stop_after_epoch, validate=validate)
         self.states, self.history, self.compiles = result.states, result.history, result.compiles
+        self.diverged = result.diverged
         finite = np.asarray(self.states.finite)
         self.extra_results = {"members_frozen": [n for n, ok in zip(self.member_names, finite) if not ok],
                               "train_clips": len(extracted.paths),

@@ -31,6 +31,7 @@ from asd_jax.progress import resolve_mode as progress_mode
 from asd_jax.progress import write as write_line
 from asd_jax.rundir import RunDir
 from asd_jax.train import optim
+from asd_jax.train.checkpoints import Checkpoints
 
 log = logging.getLogger(__name__)
 
@@ -264,6 +265,7 @@ class TrainResult:
     states: MemberState
     history: list[dict]
     compiles: int  # training programs compiled for this call (1: every member in one program)
+    diverged: list[str]  # members whose loss went non-finite or ran away (see diverged_members)
 
 
 def train_ensemble(
@@ -289,13 +291,18 @@ def train_ensemble(
     steps_per_call, steps_per_epoch = config.schedule_steps(num_clips)
     optimizer = config.make_optimizer(num_clips)
     states = init_states(model, members, mels, optimizer)
-    manager = _checkpoint_manager(run.checkpoints_dir) if run else None
+    checkpoints = Checkpoints(run.checkpoints_dir) if run else None
     first_epoch, history = 0, []
-    if manager is not None and manager.latest_step() is not None:
-        first_epoch = min(manager.latest_step(), config.epochs)
-        states = _restore(manager, manager.latest_step(), states)
-        history = run.read_curve(first_epoch)
-        log.info("resumed %s from the checkpoint of epoch %d in %s", model.name, first_epoch, run)
+    if checkpoints is not None:
+        restored_epoch, restored = checkpoints.restore_latest(states)
+        if restored_epoch is not None:
+            if restored_epoch > config.epochs:
+                checkpoints.close()
+                raise ValueError(f"{run} holds a run trained for {restored_epoch} epochs, more than the {config.epochs} "
+                                 "asked for: pass another --workdir to train fewer")
+            first_epoch, states = restored_epoch, restored
+            log.info("resumed %s from the checkpoint of epoch %d in %s", model.name, first_epoch, run)
+        history = run.read_curve(first_epoch)  # epochs after the checkpoint (or all, without one) were lost
     states, features = place(states, features)
     train_fn = make_train_fn(model, config.batch_size, steps_per_call)
     calls = steps_per_epoch // steps_per_call
@@ -308,17 +315,21 @@ def train_ensemble(
         # a live bar on a terminal; in a log the epoch's summary line below says it all
         bar = progress_bar(total=calls, desc=f"{model.name} epoch {epoch}/{config.epochs}", unit="call",
                            enabled=progress and progress_mode() == "bars")
-        pending, loss_sum = None, np.zeros(len(members))
-        for _ in range(calls):
+        pending, loss_sum, first_step = None, np.zeros(len(members)), None
+        for call in range(calls):
             states, losses = train_fn(states, features, labels)
             if pending is not None:  # fetched one call late: the device never waits on the host
                 loss_sum += _finish(pending, bar)
+            if epoch == 1 and call == 0:
+                first_step = losses[0]  # every member's loss before its first update: the divergence reference
             pending = losses
         loss_sum += _finish(pending, bar)
         bar.close()
         finite = np.asarray(states.finite)
         record = {"epoch": epoch, "step": epoch * steps_per_epoch, "seconds": round(time.perf_counter() - started, 3),
                   "loss": [float(v) for v in loss_sum / calls], "finite": finite.tolist(), "members": names}
+        if first_step is not None:
+            record["first_step_loss"] = [float(v) for v in np.asarray(first_step)]
         if validate is not None and (epoch % config.validate_every_epochs == 0 or epoch == config.epochs):
             record["validation_error"] = [float(v) for v in validate(states)]
         history.append(record)
@@ -334,15 +345,42 @@ def train_ensemble(
             run.append_curve(record)
             writer.write(record)
             if epoch % config.checkpoint_every_epochs == 0 or epoch == config.epochs:
-                manager.save(epoch, args=_save_args(states))
-                manager.wait_until_finished()
+                checkpoints.save(epoch, states)
         if stop_after_epoch is not None and epoch >= stop_after_epoch:
             break
-    if manager is not None:
-        manager.close()
+    if checkpoints is not None:
+        checkpoints.close()
     if writer is not None:
         writer.close()
-    return TrainResult(states, history, train_fn._cache_size())
+    return TrainResult(states, history, train_fn._cache_size(), diverged_members(history))
+
+
+DIVERGENCE_FACTOR = 10.0
+
+
+def diverged_members(history: Sequence[dict], factor: float = DIVERGENCE_FACTOR) -> list[str]:
+    """Names of the members that diverged: non-finite (frozen), or whose last-epoch loss is ``factor`` times the
+    loss they started from (their first step, before any update) and, when there are other healthy members,
+    also ``factor`` times the median of those members' last-epoch losses.
+
+    Training lowers the loss from where it started; a loss grown tenfold is not training but running away (a
+    learning rate of 1e3 takes the LSTM from ~1 to ~1e5 while staying finite). The second condition keeps a member
+    whose loss merely wanders when the whole ensemble does the same (e.g. the data make every loss rise), so only a
+    member that is out of line with its own start and with its peers is dropped.
+    """
+    if not history:
+        return []
+    last = history[-1]
+    names, losses = last["members"], np.asarray(last["loss"], dtype=float)
+    finite = np.asarray(last["finite"], bool) & np.isfinite(losses)
+    start = next((np.asarray(r["first_step_loss"], float) for r in history if "first_step_loss" in r), None)
+    grown = np.zeros(len(names), bool) if start is None else losses > factor * np.abs(start)
+    diverged = ~finite
+    for index in np.flatnonzero(grown & finite):
+        peers = [losses[j] for j in range(len(names)) if j != index and finite[j] and not grown[j]]
+        if not peers or losses[index] > factor * float(np.median(peers)):
+            diverged[index] = True
+    return [name for name, bad in zip(names, diverged) if bad]
 
 
 def _finish(losses: jax.Array, bar) -> np.ndarray:
@@ -369,8 +407,8 @@ class CurveWriter:
     def __init__(self, directory: str, member_names: Sequence[str], resumed_epoch: int = 0):
         from tensorboardX import SummaryWriter
 
-        self.writers = [SummaryWriter(os.path.join(directory, name), purge_step=resumed_epoch + 1 if resumed_epoch
-                                      else None) for name in member_names]
+        self.writers = [SummaryWriter(os.path.join(directory, name), purge_step=resumed_epoch + 1)
+                        for name in member_names]
 
     def write(self, record: dict) -> None:
         for index, writer in enumerate(self.writers):
@@ -384,37 +422,16 @@ class CurveWriter:
             writer.close()
 
 
-# ----------------------------------------------------------------------------------------------------------------------
-# Checkpoints (Orbax).
-
-
-def _checkpoint_manager(directory: str):
-    import orbax.checkpoint as ocp
-
-    options = ocp.CheckpointManagerOptions(max_to_keep=2, create=True, enable_async_checkpointing=False)
-    return ocp.CheckpointManager(directory, options=options)
-
-
-def _save_args(states: MemberState):
-    import orbax.checkpoint as ocp
-
-    return ocp.args.StandardSave(states)
-
-
-def _restore(manager, epoch: int, like: MemberState) -> MemberState:
-    import orbax.checkpoint as ocp
-
-    abstract = jax.tree.map(lambda x: jax.ShapeDtypeStruct(x.shape, x.dtype, sharding=x.sharding), like)
-    return manager.restore(epoch, args=ocp.args.StandardRestore(abstract))
-
-
 def restore_states(run: RunDir, model: WindowModel, members: Sequence[Member], mels: int,
                    optimizer: optim.Optimizer = optim.Optimizer()) -> MemberState:
-    """The latest checkpointed states of a run, for scoring new clips."""
-    manager = _checkpoint_manager(run.checkpoints_dir)
-    if manager.latest_step() is None:
+    """The newest intact checkpointed states of a run, for scoring new clips (a damaged newer checkpoint is skipped
+    with a warning, as in training)."""
+    if not run.has_checkpoints:
         raise FileNotFoundError(f"no checkpoint in {run.checkpoints_dir}: train a run there first "
                                 f"(python launch.py --method={model.name} --workdir={run})")
-    states = _restore(manager, manager.latest_step(), init_states(model, members, mels, optimizer))
-    manager.close()
+    with Checkpoints(run.checkpoints_dir, read_only=True) as checkpoints:
+        step, states = checkpoints.restore_latest(init_states(model, members, mels, optimizer))
+    if step is None:
+        raise FileNotFoundError(f"no finished checkpoint in {run.checkpoints_dir}: finish the run first "
+                                f"(run the same command again, it resumes)")
     return place(states, jnp.zeros(()))[0]

@@ -14,7 +14,7 @@ from asd_jax.evaluate.thresholds import Threshold, choose_threshold
 
 TOP_LEVEL_KEYS = {
     "method", "machine_type", "data_dir", "num_seeds", "per_id", "mean", "std", "ensemble", "pooled",
-    "members", "threshold", "test_tuned", "skipped_files", "notes",
+    "members", "members_diverged", "threshold", "test_tuned", "skipped_files", "notes",
 }
 THRESHOLD_KEYS = {
     "policy", "value", "test_tuned", "quantile", "accuracy", "precision_normal", "recall_normal", "f1_normal",
