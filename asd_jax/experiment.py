@@ -33,7 +33,8 @@ from asd_jax.train import ensemble, optim
 
 SHAPE_FREE = optim.HYPERPARAMETERS  # under <section>.train: vary per member inside one compiled program
 ABBREVIATIONS = {"learning_rate": "lr", "hidden_size": "hidden", "num_layers": "layers", "weight_decay": "wd",
-                 "grad_clip_norm": "clip", "batch_size": "batch", "warmup_epochs": "warmup", "machine_type": "type"}
+                 "grad_clip_norm": "clip", "batch_size": "batch", "warmup_epochs": "warmup", "machine_type": "",
+                 "method": ""}
 
 
 # ----------------------------------------------------------------------------------------------------------------------
@@ -241,7 +242,8 @@ def _mean_std(values: Sequence[float]) -> tuple[float | None, float | None]:
 
 def setting_figures(members: Sequence[dict], specs: Sequence[MemberSpec]) -> list[dict]:
     """Per setting: its members and seeds, mean and sample std over seeds of each member's per-id AUC/pAUC and of
-    their mean over ids, and the mean held-out normal error. Diverged members are listed under ``diverged`` and
+    their mean over ids, and of the anomaly-class F1 at the honest and at the test-tuned threshold, and the mean
+    held-out normal error. Diverged members are listed under ``diverged`` and
     left out of the figures (a setting whose every member diverged has none).
 
     ``members`` are the ``results["members"]`` entries (``name``, ``per_id``, ``mean``, ``validation_error``) of
@@ -259,7 +261,9 @@ def setting_figures(members: Sequence[dict], specs: Sequence[MemberSpec]) -> lis
                   "members": [s.name for s in healthy], "seeds": [s.seed for s in healthy], "diverged": diverged}
         if not results:
             figure.update({key: None for key in ("auc_mean", "auc_std", "pauc_mean", "pauc_std",
-                                                 "validation_error_mean")}, per_id={})
+                                                 "validation_error_mean", "f1_anomaly_mean", "f1_anomaly_std",
+                                                 "f1_anomaly_test_tuned_mean", "f1_anomaly_test_tuned_std")},
+                          per_id={})
             settings.append(figure)
             continue
         for key in ("auc", "pauc"):
@@ -272,5 +276,7 @@ def setting_figures(members: Sequence[dict], specs: Sequence[MemberSpec]) -> lis
                     [r["per_id"][machine_id][key] for r in results])
             figure["per_id"][machine_id] = entry
         figure["validation_error_mean"] = _mean_std([r.get("validation_error") for r in results])[0]
+        for key in ("f1_anomaly", "f1_anomaly_test_tuned"):
+            figure[f"{key}_mean"], figure[f"{key}_std"] = _mean_std([r.get(key) for r in results])
         settings.append(figure)
     return settings

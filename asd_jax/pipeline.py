@@ -224,7 +224,8 @@ def _run_group_locked(group: experiment.Group, run: RunDir, config, stop_after_e
                                                 config.threshold.quantile)
     by_path = {c.path: c for c in data.test}
     machine_ids = [by_path[p].machine_id for p in test.paths]
-    validation_errors = validation.values.mean(axis=1) if validation.values.size else [None] * len(members)
+    validation_errors = ([float(e) for e in validation.values.mean(axis=1)] if validation.values.size
+                         else [None] * len(members))  # plain floats: equal after a JSON round trip
     quiet = list({entry["file"]: entry for entry in getattr(detector, "quiet", [])}.values())
     extra = dict(detector.extra_results, group=group.name, compiles=detector.compiles,
                  validation={"num_clips": len(validation.paths),
@@ -240,13 +241,13 @@ def _run_group_locked(group: experiment.Group, run: RunDir, config, stop_after_e
         results["notes"].append(warning)
     for entry in quiet:
         results["notes"].append(f"{entry['file']}: {entry['problem']}: check the microphone (the clip was used)")
-    for entry, spec, error in zip(results["members"], group.members, validation_errors):
-        entry.update(seed=spec.seed, setting=spec.setting, validation_error=error)
+    classification = _member_classification(config, labels, test.values, validation.values)
+    for entry, spec, error, figures in zip(results["members"], group.members, validation_errors, classification):
+        entry.update(seed=spec.seed, setting=spec.setting, validation_error=error, **figures)
     results["settings"] = experiment.setting_figures(results["members"], group.members)
     if len(results["settings"]) > 1:
         results["notes"].append("the members differ in more than their seed: the headline figures and the threshold "
                                 "mix settings; see the per-setting figures")
-    _add_setting_classification(results["settings"], names, test.values, validation.values, labels, config)
     if getattr(detector, "test_tuned", False):
         results["test_tuned"] = True
         results["notes"].append("hyper-parameters chosen by test AUC (--ocsvm_select=oracle): TEST-TUNED")
@@ -261,29 +262,29 @@ def _run_group_locked(group: experiment.Group, run: RunDir, config, stop_after_e
     return results
 
 
-def _add_setting_classification(settings: list[dict], names: list[str], test_scores: np.ndarray,
-                                validation_scores: np.ndarray, labels: np.ndarray, config) -> None:
-    """Per setting, on the mean score of its members: the anomaly-class F1 at the run's threshold policy (set on
-    that setting's own held-out normal scores) and at the F1-best threshold on the test labels (TEST-TUNED)."""
-    for setting in settings:
-        rows = [names.index(name) for name in setting["members"]]
-        if not rows:  # every member of the setting diverged
-            setting.update(f1_anomaly=None, threshold_test_tuned=False, f1_anomaly_test_tuned=None)
-            continue
-        score = test_scores[rows].mean(axis=0)
-        normal = validation_scores[rows].mean(axis=0) if validation_scores.size else None
-        figures = {}
+def _member_classification(config, labels: np.ndarray, test_scores: np.ndarray,
+                           validation_scores: np.ndarray) -> list[dict]:
+    """Per member, on its own scores: the anomaly-class F1 at the run's threshold policy (set on the member's own
+    held-out normal scores, no test labels) and at the F1-best threshold on the test labels (TEST-TUNED)."""
+    figures = []
+    for index, scores in enumerate(test_scores):
+        entry = {"f1_anomaly": None}
         try:
-            honest = choose_threshold(config.threshold.policy, normal_scores=normal,
+            honest = choose_threshold(config.threshold.policy,
+                                      normal_scores=validation_scores[index] if validation_scores.size else None,
                                       quantile=config.threshold.quantile, value=config.threshold.value,
-                                      test_labels=labels, test_scores=score)
-            figures["f1_anomaly"] = classification_metrics(labels, score, honest.value)["f1_anomaly"]
-            figures["threshold_test_tuned"] = honest.test_tuned
+                                      test_labels=labels, test_scores=scores)
+            if not honest.test_tuned:
+                entry["f1_anomaly"] = classification_metrics(labels, scores, honest.value)["f1_anomaly"]
         except ValueError:  # e.g. no held-out clips: no honest threshold
-            figures["f1_anomaly"], figures["threshold_test_tuned"] = None, False
-        tuned = oracle_f1_threshold(labels, score)
-        figures["f1_anomaly_test_tuned"] = classification_metrics(labels, score, tuned)["f1_anomaly"]
-        setting.update(figures)
+            pass
+        if np.all(np.isfinite(scores)):
+            tuned = oracle_f1_threshold(labels, scores)
+            entry["f1_anomaly_test_tuned"] = classification_metrics(labels, scores, tuned)["f1_anomaly"]
+        else:
+            entry["f1_anomaly_test_tuned"] = None
+        figures.append(entry)
+    return figures
 
 
 def _describe_members(group: experiment.Group) -> str:

@@ -132,12 +132,14 @@ def _jsonable(value):
 
 def _figures(setting: dict) -> dict:
     return {key: setting.get(key) for key in ("auc_mean", "auc_std", "pauc_mean", "pauc_std", "validation_error_mean",
-                                              "f1_anomaly", "f1_anomaly_test_tuned", "per_id", "members", "seeds")}
+                                              "f1_anomaly_mean", "f1_anomaly_test_tuned_mean", "per_id", "members",
+                                              "seeds", "diverged")}
 
 
 def _summary(config, records: list[dict], group_results: dict[str, dict],
              members: list[experiment.MemberSpec]) -> dict:
-    settings = [dict(setting) for results in group_results.values() for setting in results["settings"]]
+    finished = [m for results in group_results.values() for m in results["members"]]
+    settings = experiment.setting_figures(finished, members)  # a setting may span groups (e.g. OC-SVM seeds)
     methods = {s["setting"].get("method", config.method) for s in settings}
     for s in settings:
         s["method"] = s["setting"].get("method", config.method)
@@ -182,8 +184,8 @@ def _fmt(value, digits: int = 4) -> str:
     return "n/a" if value is None else f"{value:.{digits}f}"
 
 
-def _pm(mean, std) -> str:
-    return _fmt(mean) + (f" ± {_fmt(std)}" if std is not None else "")
+def _pm(mean, std, digits: int = 4) -> str:
+    return _fmt(mean, digits) + (f" ± {_fmt(std, digits)}" if std is not None else "")
 
 
 def _axes(summary: dict) -> list[str]:
@@ -201,7 +203,8 @@ def _rows(summary: dict) -> tuple[list[str], list[list[str]]]:
     for rank, s in enumerate(summary["settings"], 1):
         rows.append([str(rank), *(experiment.format_value(s["setting"].get(a, "")) for a in axes), str(len(s["seeds"])),
                      _pm(s["auc_mean"], s["auc_std"]), _pm(s["pauc_mean"], s["pauc_std"]),
-                     _fmt(s[CRITERION], 6), _fmt(s.get("f1_anomaly"), 2), _fmt(s.get("f1_anomaly_test_tuned"), 2),
+                     _fmt(s[CRITERION], 6), _pm(s["f1_anomaly_mean"], s["f1_anomaly_std"], 2),
+                     _pm(s["f1_anomaly_test_tuned_mean"], s["f1_anomaly_test_tuned_std"], 2),
                      "label-free" if s["name"] in chosen else ""])
     return header, rows
 
@@ -210,7 +213,8 @@ def _write_tables(root: RunDir, summary: dict) -> None:
     axes = _axes(summary)
     with open(root.file(SWEEP_CSV), "w", newline="") as handle:
         writer = csv.writer(handle)
-        keys = ("auc_mean", "auc_std", "pauc_mean", "pauc_std", CRITERION, "f1_anomaly", "f1_anomaly_test_tuned")
+        keys = ("auc_mean", "auc_std", "pauc_mean", "pauc_std", CRITERION, "f1_anomaly_mean", "f1_anomaly_std",
+                "f1_anomaly_test_tuned_mean", "f1_anomaly_test_tuned_std")
         writer.writerow(["setting", *axes, "seeds", *keys, "members"])
         for s in summary["settings"]:
             writer.writerow([s["name"], *(s["setting"].get(a, "") for a in axes), " ".join(map(str, s["seeds"])),
@@ -218,8 +222,9 @@ def _write_tables(root: RunDir, summary: dict) -> None:
     header, rows = _rows(summary)
     lines = [f"# Sweep {summary['sweep']}", "", f"Settings sorted by the label-free criterion ({CRITERION_TEXT}). "
              "AUC/pAUC: per machine id, mean over ids, then mean ± sample std over the setting's seeds. F1 of the "
-             "anomalous class on the setting's mean score: at the run's threshold policy (held-out normals, no test "
-             "labels), and at the F1-best threshold on the test labels (TEST-TUNED, optimistic).", "",
+             "anomalous class, per member then mean ± std over seeds: at the run's threshold policy (set on the "
+             "member's held-out normals, no test labels), and at the F1-best threshold on the test labels "
+             "(TEST-TUNED, optimistic).", "",
              f"| {' | '.join(header)} |", f"|{'|'.join('---' for _ in header)}|",
              *(f"| {' | '.join(row)} |" for row in rows), ""]
     lines += _choice_lines(summary, markdown=True)

@@ -108,7 +108,7 @@ def test_a_method_axis_groups_by_method_and_ocsvm_members_are_one_group_each():
     base = get_config()
     points = experiment.product({"method": ["lstm", "logmel_ocsvm"], "seed": [0, 1]})
     groups = experiment.group(experiment.expand(base, points))
-    assert [g.name for g in groups] == ["methodlstm", "methodlogmel_ocsvm_seed0", "methodlogmel_ocsvm_seed1"]
+    assert [g.name for g in groups] == ["lstm", "logmel_ocsvm_seed0", "logmel_ocsvm_seed1"]
     assert [len(g.members) for g in groups] == [2, 1, 1]
 
 
