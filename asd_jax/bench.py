@@ -58,8 +58,9 @@ def run(config) -> dict:
     frames = FeatureConfig(**config.features.to_dict())
     shape = (config.benchmark.num_clips, frames.num_frames, frames.n_mels)
     features = jax.random.normal(jax.random.PRNGKey(config.seed), shape, jnp.float32)
-    results = [bench_one(method, config, int(size), features)
-               for method in split_list(config.method) for size in split_list(config.benchmark.ensemble_sizes)]
+    results = [bench_one(method, config, int(size), features, member_map)
+               for method in split_list(config.method) for size in split_list(config.benchmark.ensemble_sizes)
+               for member_map in (split_list(config.benchmark.member_maps) if int(size) > 1 else ["auto"])]
     peak_samples.append(matmul_peak(sizes))
     peak = max(peak_samples)
     for row in results:
@@ -94,8 +95,9 @@ def run(config) -> dict:
     return output
 
 
-def bench_one(method_name: str, config, ensemble_size: int, features: jax.Array) -> dict:
-    """Compile, warm up and time the training call of one registered method and ensemble size."""
+def bench_one(method_name: str, config, ensemble_size: int, features: jax.Array, member_map: str = "auto") -> dict:
+    """Compile, warm up and time the training call of one registered method and ensemble size (``member_map``: how
+    the program maps over members, see ``ensemble.Layout``). Padded (masked) members are not counted."""
     method = registry.get(method_name)
     if method.kind != "ensemble":
         raise ValueError(f"no training-step benchmark for {method_name!r} (kind {method.kind!r}); the benchmark covers "
@@ -107,9 +109,10 @@ def bench_one(method_name: str, config, ensemble_size: int, features: jax.Array)
     members = [ensemble.Member.create(seed, learning_rate=float(section.train.learning_rate))
                for seed in range(config.seed, config.seed + ensemble_size)]
     states = ensemble.init_states(model, members, features.shape[-1], train.make_optimizer(len(features)))
-    states, features = ensemble.place(states, features)
+    layout = ensemble.plan_layout(ensemble_size, train.batch_size, member_map)
+    states, features = ensemble.place(states, features, layout)
     labels = jnp.zeros(len(features), jnp.int32) if method.labels else None
-    train_fn = ensemble.make_train_fn(model, train.batch_size, steps)
+    train_fn = ensemble.make_train_fn(model, train.batch_size, steps, layout)
     started = time.perf_counter()
     compiled = train_fn.lower(states, features, labels).compile()
     compile_time = time.perf_counter() - started
@@ -130,6 +133,8 @@ def bench_one(method_name: str, config, ensemble_size: int, features: jax.Array)
     windows = train.batch_size * ensemble_size
     analytic = float(method.flops_per_window(section, features.shape[-1]))
     return {"method": method_name, "ensemble_size": ensemble_size, "batch_size": int(train.batch_size),
+            "member_map": layout.member_map, "padded_members": layout.padded - ensemble_size,
+            "batch_split_over_devices": layout.batch_axis,
             "steps_per_call": steps, "step_time_s": step_time, "step_time_best_s": float(np.min(step_times)),
             "call_times_s": call_times, "compile_time_s": compile_time,
             "windows_per_s_total": windows / step_time, "windows_per_s_per_member": train.batch_size / step_time,
@@ -208,10 +213,10 @@ def _xla_flops(compiled) -> float | None:
 
 def format_table(output: dict) -> str:
     """The results as an aligned text table, with the peak, device and load underneath."""
-    header = ("method", "E", "batch", "step ms", "compile s", "win/s/member", "win/s total", "MFLOP/win",
+    header = ("method", "E", "map", "batch", "step ms", "compile s", "win/s/member", "win/s total", "MFLOP/win",
               "GFLOP/s", "% peak", "% peak (executed)")
     rows = [header] + [
-        (r["method"], str(r["ensemble_size"]), str(r["batch_size"]), f"{1e3 * r['step_time_s']:.2f}",
+        (r["method"], str(r["ensemble_size"]), r["member_map"], str(r["batch_size"]), f"{1e3 * r['step_time_s']:.2f}",
          f"{r['compile_time_s']:.1f}", f"{r['windows_per_s_per_member']:,.0f}", f"{r['windows_per_s_total']:,.0f}",
          f"{r['flops_per_window'] / 1e6:.2f}", f"{r['flops_per_s'] / 1e9:.1f}", f"{100 * r['share_of_peak']:.1f}",
          f"{100 * r['share_of_peak_executed']:.1f}") for r in output["results"]]

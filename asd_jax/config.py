@@ -50,8 +50,9 @@ def get_config() -> ml_collections.ConfigDict:
             config[method.section] = method.default_config()
 
     config.synthetic = ml_collections.ConfigDict(dict(seed=0, snr_db=0.0))
+    # member_maps: how a program of E > 1 members maps over them (auto, vmap, map; a comma list compares them)
     config.benchmark = ml_collections.ConfigDict(dict(ensemble_sizes="1,8", num_clips=64, warmup_calls=2,
-                                                      timed_calls=5))
+                                                      timed_calls=5, member_maps="auto"))
     return config
 
 

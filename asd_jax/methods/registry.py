@@ -37,7 +37,8 @@ def train_section(epochs: int, batch_size: int, learning_rate: float, windows_pe
         epochs=epochs, batch_size=batch_size, windows_per_clip=windows_per_clip, steps_per_call=steps_per_call,
         optimizer="adam", learning_rate=learning_rate, weight_decay=0.0,
         momentum=ml_collections.config_dict.placeholder(float), grad_clip_norm=0.0, schedule="constant",
-        warmup_epochs=0.0, checkpoint_every_epochs=1, validate_every_epochs=1))
+        warmup_epochs=0.0, checkpoint_every_epochs=1, validate_every_epochs=1,
+        member_map="auto"))  # auto: lax.map over members on one CPU, vmap elsewhere (see train.ensemble.Layout)
 
 
 @dataclasses.dataclass(frozen=True)

@@ -111,24 +111,86 @@ def init_states(model: WindowModel, members: Sequence[Member], mels: int,
     return jax.jit(jax.vmap(init_one))(seeds, hparams)
 
 
-def member_sharding(num_members: int):
-    """(sharding of member-axis leaves, sharding of shared arrays): members spread over all local devices when
-    their count divides evenly, else everything on the default device (None, None)."""
-    devices = jax.local_devices()
-    if len(devices) < 2 or num_members % len(devices):
-        return None, None
-    from jax.sharding import Mesh, NamedSharding, PartitionSpec
+@dataclasses.dataclass(frozen=True)
+class Layout:
+    """How the members of one program spread over the local devices, and how a program maps over them.
 
-    mesh = Mesh(np.array(devices), ("members",))
-    return NamedSharding(mesh, PartitionSpec("members")), NamedSharding(mesh, PartitionSpec())
+    * ``members`` >= devices: the member axis is sharded over all devices (``Mesh`` + ``NamedSharding`` on a
+      'members' axis, features replicated); when the count does not divide, the axis is padded with masked members
+      (copies of member 0 whose results are dropped) up to ``padded``, never falling back to one device.
+    * ``members`` < devices: members are replicated and every member's batch is split over the devices instead
+      ('batch' axis; XLA all-reduces the gradients), when the batch size divides; else padding as above.
+    * ``member_map``: ``vmap`` batches the members into each matmul; ``map`` runs them one after another inside
+      the program (``lax.map``), which on a CPU is faster than vmapping (XLA CPU does not turn the batched
+      recurrent matmuls into larger GEMMs) and is never slower than running the members as separate programs.
+    """
+
+    members: int
+    padded: int
+    mesh: Any = None  # jax.sharding.Mesh, or None on one device
+    batch_axis: bool = False
+    member_map: str = "vmap"
+
+    @property
+    def member_sharding(self):
+        from jax.sharding import NamedSharding, PartitionSpec
+
+        if self.mesh is None:
+            return None
+        return NamedSharding(self.mesh, PartitionSpec() if self.batch_axis else PartitionSpec("members"))
+
+    @property
+    def replicated(self):
+        from jax.sharding import NamedSharding, PartitionSpec
+
+        return None if self.mesh is None else NamedSharding(self.mesh, PartitionSpec())
+
+    @property
+    def window_sharding(self):
+        """The sharding of one member's window batch [B, L, mels] (split over 'batch'), or None."""
+        from jax.sharding import NamedSharding, PartitionSpec
+
+        return NamedSharding(self.mesh, PartitionSpec("batch")) if self.batch_axis else None
 
 
-def place(states: MemberState, features: jax.Array) -> tuple[MemberState, jax.Array]:
-    """Spread the member axis of ``states`` across devices and replicate ``features`` (a no-op on one device)."""
-    members, shared = member_sharding(int(states.step.shape[0]))
-    if members is None:
+MEMBER_MAPS = ("auto", "vmap", "map")
+
+
+def plan_layout(num_members: int, batch_size: int, member_map: str = "auto", devices=None) -> Layout:
+    """The :class:`Layout` of ``num_members`` members with batches of ``batch_size`` on ``devices`` (default: all
+    local devices)."""
+    from jax.sharding import Mesh
+
+    if member_map not in MEMBER_MAPS:
+        raise ValueError(f"member_map={member_map!r}: choose one of {', '.join(MEMBER_MAPS)}")
+    devices = list(devices if devices is not None else jax.local_devices())
+    if member_map == "auto":
+        member_map = "map" if devices[0].platform == "cpu" and len(devices) == 1 else "vmap"
+    if len(devices) < 2:
+        return Layout(num_members, num_members, member_map=member_map)
+    if num_members < len(devices) and batch_size % len(devices) == 0:
+        return Layout(num_members, num_members, Mesh(np.array(devices), ("batch",)), True, member_map)
+    padded = -(-num_members // len(devices)) * len(devices)
+    return Layout(num_members, padded, Mesh(np.array(devices), ("members",)), False, member_map)
+
+
+def place(states: MemberState, features: jax.Array, layout: Layout | None = None) -> tuple[MemberState, jax.Array]:
+    """Pad the member axis of ``states`` to ``layout.padded`` with masked copies of member 0, spread it over the
+    devices and replicate ``features`` (a no-op on one device)."""
+    layout = layout or plan_layout(int(states.step.shape[0]), 1, "vmap")
+    extra = layout.padded - int(states.step.shape[0])
+    if extra:
+        states = jax.tree.map(lambda x: jnp.concatenate([x, jnp.repeat(x[:1], extra, axis=0)]), states)
+    if layout.mesh is None:
         return states, features
-    return jax.device_put(states, members), jax.device_put(features, shared)
+    return jax.device_put(states, layout.member_sharding), jax.device_put(features, layout.replicated)
+
+
+def unpad(tree, layout: Layout):
+    """The real members of a padded member-axis pytree (states, or losses [steps, E] via ``axis``)."""
+    if layout.padded == layout.members:
+        return tree
+    return jax.tree.map(lambda x: x[: layout.members], tree)
 
 
 def sample_windows(key: jax.Array, features: jax.Array, batch_size: int, window_length: int,
@@ -158,13 +220,17 @@ def _variables(state: MemberState) -> dict:
     return variables
 
 
-def make_train_fn(model: WindowModel, batch_size: int, steps_per_call: int):
-    """``train(states, features, labels) -> (states, losses [steps_per_call, E])``: jitted, vmapped, scanned.
-    ``labels`` is None for data without clip labels. The optimiser is the one the states carry."""
+def make_train_fn(model: WindowModel, batch_size: int, steps_per_call: int, layout: Layout | None = None):
+    """``train(states, features, labels) -> (states, losses [steps_per_call, E])``: jitted, mapped over the members
+    (``layout.member_map``), scanned over steps. ``labels`` is None for data without clip labels. The optimiser is
+    the one the states carry."""
+    layout = layout or Layout(0, 0)
 
     def member_step(state: MemberState, features: jax.Array, labels):
         batch = sample_windows(jax.random.fold_in(state.data_key, state.step), features, batch_size,
                                model.window_length, labels)
+        if layout.window_sharding is not None:  # fewer members than devices: split each batch over the devices
+            batch["windows"] = jax.lax.with_sharding_constraint(batch["windows"], layout.window_sharding)
 
         def loss_fn(params):
             errors, batch_stats = model.errors(_variables(state.replace(params=params)), batch, True)
@@ -180,7 +246,10 @@ def make_train_fn(model: WindowModel, batch_size: int, steps_per_call: int):
         return new_state, loss
 
     def train_steps(states: MemberState, features: jax.Array, labels):
-        step_all = jax.vmap(member_step, in_axes=(0, None, None))
+        if layout.member_map == "map":
+            step_all = lambda s, f, l: jax.lax.map(lambda one: member_step(one, f, l), s)
+        else:
+            step_all = jax.vmap(member_step, in_axes=(0, None, None))
         return jax.lax.scan(lambda s, _: step_all(s, features, labels), states, None, length=steps_per_call)
 
     return jax.jit(train_steps, donate_argnums=0)
@@ -239,6 +308,7 @@ class TrainConfig:
     validate_every_epochs: int = 1
     optimizer: str = "adam"
     schedule: str = "constant"
+    member_map: str = "auto"  # see Layout
 
     @classmethod
     def from_section(cls, train) -> "TrainConfig":
@@ -246,7 +316,7 @@ class TrainConfig:
         optim.check(train)
         return cls(int(train.epochs), int(train.batch_size), int(train.windows_per_clip), int(train.steps_per_call),
                    int(train.checkpoint_every_epochs), int(train.validate_every_epochs), train.optimizer,
-                   train.schedule)
+                   train.schedule, train.member_map)
 
     def schedule_steps(self, num_clips: int) -> tuple[int, int]:
         """(steps per call, steps per epoch): an epoch is a whole number of calls covering
@@ -303,10 +373,12 @@ def train_ensemble(
             first_epoch, states = restored_epoch, restored
             log.info("resumed %s from the checkpoint of epoch %d in %s", model.name, first_epoch, run)
         history = run.read_curve(first_epoch)  # epochs after the checkpoint (or all, without one) were lost
-    states, features = place(states, features)
-    train_fn = make_train_fn(model, config.batch_size, steps_per_call)
+    layout = plan_layout(len(members), config.batch_size, config.member_map)
+    states, features = place(states, features, layout)
+    train_fn = make_train_fn(model, config.batch_size, steps_per_call, layout)
     calls = steps_per_epoch // steps_per_call
-    was_finite = np.asarray(states.finite)
+    real = len(members)  # padded (masked) members, if any, come after the real ones and are dropped
+    was_finite = np.asarray(states.finite)[:real]
     names = [m.name for m in members]
     writer = CurveWriter(run.tensorboard_dir, names, first_epoch) if run else None
 
@@ -318,6 +390,7 @@ def train_ensemble(
         pending, loss_sum, first_step = None, np.zeros(len(members)), None
         for call in range(calls):
             states, losses = train_fn(states, features, labels)
+            losses = losses[:, :real]
             if pending is not None:  # fetched one call late: the device never waits on the host
                 loss_sum += _finish(pending, bar)
             if epoch == 1 and call == 0:
@@ -325,13 +398,13 @@ def train_ensemble(
             pending = losses
         loss_sum += _finish(pending, bar)
         bar.close()
-        finite = np.asarray(states.finite)
+        finite = np.asarray(states.finite)[:real]
         record = {"epoch": epoch, "step": epoch * steps_per_epoch, "seconds": round(time.perf_counter() - started, 3),
                   "loss": [float(v) for v in loss_sum / calls], "finite": finite.tolist(), "members": names}
         if first_step is not None:
             record["first_step_loss"] = [float(v) for v in np.asarray(first_step)]
         if validate is not None and (epoch % config.validate_every_epochs == 0 or epoch == config.epochs):
-            record["validation_error"] = [float(v) for v in validate(states)]
+            record["validation_error"] = [float(v) for v in np.asarray(validate(states))[:real]]
         history.append(record)
         for index in np.flatnonzero(was_finite & ~finite):
             log.warning("member %s hit a non-finite loss in epoch %d: frozen at its last finite parameters",
@@ -345,14 +418,14 @@ def train_ensemble(
             run.append_curve(record)
             writer.write(record)
             if epoch % config.checkpoint_every_epochs == 0 or epoch == config.epochs:
-                checkpoints.save(epoch, states)
+                checkpoints.save(epoch, unpad(states, layout))  # the real members only: any device count resumes
         if stop_after_epoch is not None and epoch >= stop_after_epoch:
             break
     if checkpoints is not None:
         checkpoints.close()
     if writer is not None:
         writer.close()
-    return TrainResult(states, history, train_fn._cache_size(), diverged_members(history))
+    return TrainResult(unpad(states, layout), history, train_fn._cache_size(), diverged_members(history))
 
 
 DIVERGENCE_FACTOR = 10.0
@@ -434,4 +507,6 @@ def restore_states(run: RunDir, model: WindowModel, members: Sequence[Member], m
     if step is None:
         raise FileNotFoundError(f"no finished checkpoint in {run.checkpoints_dir}: finish the run first "
                                 f"(run the same command again, it resumes)")
-    return place(states, jnp.zeros(()))[0]
+    layout = plan_layout(len(members), 1, "vmap")
+    return place(states, jnp.zeros(()), layout)[0] if layout.padded == len(members) and not layout.batch_axis \
+        else states
