@@ -5,7 +5,7 @@ PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 METHOD ?= gru_ae
 
-.PHONY: venv demo test test-slow test-all bench clean
+.PHONY: venv venv-cuda demo test test-slow test-all bench clean
 
 $(STAMP): setup.cfg pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -14,6 +14,10 @@ $(STAMP): setup.cfg pyproject.toml
 	touch $(STAMP)
 
 venv: $(STAMP)
+
+# the same venv plus JAX's CUDA 12 plugin; then `make bench` / `make demo` run on the GPU
+venv-cuda: $(STAMP)
+	$(PY) -m pip install -q -e '.[tf,test,cuda]'
 
 demo: $(STAMP)
 	$(PY) launch.py --method=$(METHOD)
@@ -28,7 +32,8 @@ test-all: $(STAMP)
 	$(PY) -m pytest -q
 
 bench: $(STAMP)
-	$(PY) launch.py --mode=benchmark --method=lstm,gru_ae,dense_ae --ensemble_sizes=1,8 --output=bench.json
+	$(PY) launch.py --mode=benchmark --method=lstm,gru_ae,dense_ae --ensemble_sizes=1,8 \
+		--config.benchmark.member_maps=map,vmap --output=bench.json
 	$(PY) -m asd_jax.data.bench_features --output=bench_features.json
 
 clean:
