@@ -32,6 +32,7 @@ flags.DEFINE_string("data_dir", None, "DCASE data root; empty: the synthetic sli
 flags.DEFINE_string("test_data_dir", None, "Take the test clips from this folder instead of --data_dir.")
 flags.DEFINE_string("machine_type", None, "Machine type folder, e.g. slider.")
 flags.DEFINE_string("machine_ids", None, "Comma-separated machine ids, e.g. 00,02; empty: all.")
+flags.DEFINE_string("dcase_edition", None, "dcase2020 ... dcase2024: the scoring protocol; empty: detected from the names.")
 flags.DEFINE_string("workdir", None, "Run directory (default runs/<method>_<machine_type>); reused runs resume.")
 flags.DEFINE_integer("num_seeds", None, "Ensemble members (one seed each) trained together.")
 flags.DEFINE_integer("seed", None, "First seed.")
@@ -53,7 +54,7 @@ FLAGS = flags.FLAGS
 # flag -> config path; "{method}" is the chosen method's section.
 _SHORTCUTS = {
     "method": "method", "mode": "mode", "data_dir": "data_dir", "test_data_dir": "test_data_dir",
-    "machine_type": "machine_type", "machine_ids": "machine_ids", "workdir": "workdir", "num_seeds": "num_seeds",
+    "machine_type": "machine_type", "machine_ids": "machine_ids", "dcase_edition": "dcase_edition", "workdir": "workdir", "num_seeds": "num_seeds",
     "seed": "seed", "epochs": "{method}.train.epochs", "batch_size": "{method}.train.batch_size",
     "learning_rate": "{method}.train.learning_rate", "threshold_policy": "threshold.policy", "output": "output",
     "ensemble_sizes": "benchmark.ensemble_sizes", "vggish_handle": "vggish.handle",

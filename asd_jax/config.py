@@ -25,10 +25,14 @@ def get_config() -> ml_collections.ConfigDict:
     config.method = "gru_ae"
     config.mode = "train"
     config.data_dir = ""  # empty: the embedded synthetic slide-rail set, generated once and cached
-    config.machine_type = "slider"
+    config.machine_type = "slider"  # "all" (every type under data_dir) or a comma list: one detector per type
     config.machine_ids = ""  # comma-separated ids; empty: all found
     config.test_data_dir = ""  # empty: test clips come from data_dir too
     config.ground_truth_csv = ""  # labels for 2020 eval-set names (id_XX_NNNNNNNN.wav)
+    config.dcase_edition = ""  # dcase2020 ... dcase2024: the scoring protocol; empty: detected from the file names
+    # raw MIMII (<type>/id_XX/{normal,abnormal}/): normals per id that go to test; None: DCASE's rule
+    # min(anomalies, normals // 2)
+    config.mimii_test_normals = ml_collections.config_dict.placeholder(int)
     config.workdir = ""  # empty: runs/<method>_<machine_type>
     config.cache_dir = ""  # empty: $ASD_JAX_CACHE_DIR or ~/.cache/asd_jax
     config.num_workers = 0  # feature extraction processes; 0: one per core
@@ -42,7 +46,13 @@ def get_config() -> ml_collections.ConfigDict:
 
     config.features = ml_collections.ConfigDict(dict(
         sample_rate=16_000, duration_s=10.0, n_fft=1024, hop_length=512, n_mels=128, power=2.0))
+    # a multichannel file (raw 8-channel MIMII) becomes mono by "mean" (channel average) or one channel index as a
+    # string, e.g. "0" (what DCASE 2020 took from MIMII)
+    config.features.channel = "mean"
     config.threshold = ml_collections.ConfigDict(dict(policy="normal_quantile", quantile=0.9, value=0.0))
+    # one threshold per machine id / section (and domain, where it has held-out normals) from its own held-out
+    # normals; False: one global threshold over all of them
+    config.threshold.per_unit = True
     config.vggish = ml_collections.ConfigDict(dict(
         handle="https://tfhub.dev/google/vggish/1", backend="tf", batch_size=16))
     for method in registry.methods():

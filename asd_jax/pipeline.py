@@ -1,11 +1,15 @@
 """The main job: data -> detector -> scores -> metrics -> run directory; and scoring new recordings with a run.
 
 A run trains one group of members (:mod:`asd_jax.experiment`) in one compiled program; its directory
-(:class:`asd_jax.rundir.RunDir`) is self-contained.
+(:class:`asd_jax.rundir.RunDir`) is self-contained. Its figures follow the DCASE edition of its data (detected from
+the file names, or ``config.dcase_edition``), and its decision threshold is set per machine id / section
+(``threshold.per_unit``). ``machine_type="all"`` (or a comma list) trains one detector per machine type, as the
+DCASE baselines do, each into its own run directory, and summarises them across types.
 """
 
 from __future__ import annotations
 
+import copy
 import dataclasses
 import json
 import logging
@@ -21,7 +25,7 @@ from asd_jax.data import dcase
 from asd_jax.evaluate import report
 from asd_jax.evaluate.holdout_check import describe_threshold_source
 from asd_jax.evaluate.metrics import classification_metrics
-from asd_jax.evaluate.thresholds import Threshold, choose_threshold, oracle_f1_threshold
+from asd_jax.evaluate.thresholds import ThresholdSet, choose_unit_thresholds, oracle_f1_threshold
 from asd_jax.methods import registry
 from asd_jax.methods.clip_vectors import OCSVMDetector
 from asd_jax.methods.sequence import SequenceDetector
@@ -52,15 +56,17 @@ def resolve_data_dir(config) -> str:
 
 
 def resolve_workdir(config) -> str:
-    return config.workdir or os.path.join("runs", f"{config.method}_{config.machine_type}")
+    machine_type = "-".join(split_list(config.machine_type)) or config.machine_type
+    return config.workdir or os.path.join("runs", f"{config.method}_{machine_type}")
 
 
 def holdout(clips: list[dcase.Clip], fraction: float, seed: int) -> tuple[list[dcase.Clip], list[dcase.Clip]]:
-    """(fit, validation): a seeded ``fraction`` of each machine id's normal training clips is held out."""
+    """(fit, validation): a seeded ``fraction`` of each machine id's (section's) normal training clips is held out,
+    per domain where clips have one, so that each domain can get its own threshold."""
     fit, validation = [], []
     rng = np.random.default_rng(seed)
-    for machine_id in sorted({c.machine_id for c in clips}):
-        group = [c for c in clips if c.machine_id == machine_id]
+    for machine_id, domain in sorted({(c.machine_id, c.domain or "") for c in clips}):
+        group = [c for c in clips if c.machine_id == machine_id and (c.domain or "") == domain]
         count = int(round(fraction * len(group))) if len(group) > 1 else 0
         chosen = set(rng.permutation(len(group))[:count].tolist())
         for index, clip in enumerate(group):
@@ -78,16 +84,54 @@ class Data:
     validation: list[dcase.Clip]
     test: list[dcase.Clip]
     unmatched: list[str]
+    edition: str = "dcase2020"  # the DCASE edition whose protocol scores the run
+    edition_reason: str = ""
+    key: str = ""  # data_key() of the config it was loaded for
+
+
+DATA_SETTINGS = ("data_dir", "test_data_dir", "machine_type", "machine_ids", "ground_truth_csv", "val_fraction",
+                 "data_seed", "dcase_edition", "mimii_test_normals")
+
+
+def data_key(config) -> str:
+    """The settings that decide which clips a run reads, as one string (runs with equal keys share data)."""
+    return json.dumps({key: config.get(key) for key in DATA_SETTINGS}, sort_keys=True, default=str)
+
+
+def _find(config, root: str, machine_type: str) -> dcase.ClipList:
+    return dcase.find_clips(root, machine_type, split_list(config.machine_ids) or None,
+                            config.ground_truth_csv or None, edition=config.get("dcase_edition") or None,
+                            mimii_test_normals=config.get("mimii_test_normals"))
+
+
+def find_data(config) -> tuple[dcase.ClipList, dcase.ClipList, str, str]:
+    """(training-side clips, test-side clips, edition, why): with a separate ``test_data_dir`` the edition is
+    detected from both folders' names together (or taken from ``dcase_edition``)."""
+    if _several_types(config):
+        raise dcase.DatasetError(
+            f"machine_type={config.machine_type!r} names several machine types: --mode=train runs one detector per "
+            "type; in a sweep make machine_type an axis (experiment.product({'machine_type': ['fan', 'valve']}))")
+    data_dir = resolve_data_dir(config)
+    found = _find(config, data_dir, config.machine_type)
+    test_data_dir = config.get("test_data_dir") or data_dir
+    test_found = found if test_data_dir == data_dir else _find(config, test_data_dir, config.machine_type)
+    edition, reason = found.edition, found.edition_reason
+    if test_found is not found and not config.get("dcase_edition"):
+        if "mimii" in (found.layout, test_found.layout):
+            if test_found.edition not in (None, edition):
+                raise dcase.DatasetError(f"the training clips are {edition} ({reason}) but the test clips "
+                                         f"{test_found.edition} ({test_found.edition_reason})")
+        else:
+            edition, reason = dcase.detect_edition([c.path for c in found.clips + test_found.clips],
+                                                   config.machine_type)
+    return found, test_found, edition or "dcase2020", reason
 
 
 def load_data(config) -> Data:
     data_dir = resolve_data_dir(config)
-    machine_ids = split_list(config.machine_ids) or None
-    found = dcase.find_clips(data_dir, config.machine_type, machine_ids, config.ground_truth_csv or None)
+    found, test_found, edition, reason = find_data(config)
     train_clips = dcase.require_split(found, "train", data_dir, config.machine_type)
     test_data_dir = config.get("test_data_dir") or data_dir
-    test_found = found if test_data_dir == data_dir else dcase.find_clips(
-        test_data_dir, config.machine_type, machine_ids, config.ground_truth_csv or None)
     test_clips = dcase.require_split(test_found, "test", test_data_dir, config.machine_type)
     unmatched = found.unmatched + (test_found.unmatched if test_found is not found else [])
     for path in unmatched:
@@ -96,7 +140,8 @@ def load_data(config) -> Data:
     if anomalous_train:
         raise dcase.DatasetError(f"{anomalous_train[0].path}: training clips must be normal; move anomalies to test/")
     fit_clips, validation_clips = holdout(train_clips, config.val_fraction, config.data_seed)
-    return Data(data_dir, test_data_dir, fit_clips, validation_clips, test_clips, unmatched)
+    return Data(data_dir, test_data_dir, fit_clips, validation_clips, test_clips, unmatched, edition, reason,
+                data_key(config))
 
 
 def _comparable(config) -> dict:
@@ -159,9 +204,94 @@ def plain_group(config, axes: dict | None = None) -> experiment.Group:
     return groups[0]
 
 
+def _several_types(config) -> bool:
+    text = str(config.machine_type).strip()
+    return text.lower() == "all" or "," in text
+
+
+def machine_types(config) -> list[str] | None:
+    """The machine types of a multi-type run (``machine_type="all"``: every type under the data folder; or a comma
+    list), or None for a run of one type."""
+    text = str(config.machine_type).strip()
+    if not _several_types(config):
+        return None
+    if text.lower() == "all":
+        root = resolve_data_dir(config)
+        types = dcase.list_machine_types(root)
+        if not types:
+            raise dcase.DatasetError(f"machine_type='all': no machine type folders under {root!r}")
+        return types
+    types = split_list(text)
+    if len(set(types)) != len(types) or any(t.lower() == "all" for t in types):
+        raise ValueError(f"machine_type={text!r}: name each machine type once (or pass 'all' alone)")
+    return types
+
+
 def train_and_evaluate(config, axes: dict | None = None, stop_after_epoch: int | None = None) -> dict:
-    """Train ``config.method`` on the normal training clips, score the test clips, write the run directory."""
+    """Train ``config.method`` on the normal training clips, score the test clips, write the run directory.
+
+    With several machine types (:func:`machine_types`) one detector per type is trained into
+    ``<workdir>/<type>/`` and the summary across types is returned (and written, see :func:`train_every_type`).
+    """
+    types = machine_types(config)
+    if types is not None:
+        return train_every_type(config, types, axes, stop_after_epoch)
     return run_group(plain_group(config, axes), RunDir(resolve_workdir(config)), stop_after_epoch)
+
+
+def train_every_type(config, types: list[str], axes: dict | None = None,
+                     stop_after_epoch: int | None = None) -> dict:
+    """One ordinary run per machine type into ``<workdir>/<type>/``, then ``summary.md``, ``summary.csv`` and
+    ``summary.json`` in ``<workdir>``: per type its mean AUC/pAUC (2020) or official score (2021+), and over all
+    types their arithmetic mean (2020) or the harmonic mean of every section's figures (2021+). Returns the
+    summary. The work directory is locked for the whole loop, and each type's run directory as any run's."""
+    root = RunDir(resolve_workdir(config)).create()
+    with RunLock(root.path):
+        edition = _common_edition(config, types)
+        per_type, run_dirs = {}, {}
+        for index, machine_type in enumerate(types):
+            type_config = copy.deepcopy(config)
+            with type_config.unlocked():
+                type_config.machine_type = machine_type
+                type_config.workdir = root.file(machine_type)
+                if edition:
+                    type_config.dcase_edition = edition
+            print(f"\n== machine type {index + 1}/{len(types)}: {machine_type} ==")
+            per_type[machine_type] = run_group(plain_group(type_config, axes), RunDir(type_config.workdir),
+                                               stop_after_epoch)
+            run_dirs[machine_type] = type_config.workdir
+        summary = report.summarise_types(per_type, run_dirs)
+        report.write_type_summary(root.path, summary)
+    print("\n" + report.format_type_summary(summary))
+    print(f"wrote {report.SUMMARY_MD}, {report.SUMMARY_CSV} and {report.SUMMARY_JSON} to {root}")
+    return summary
+
+
+def _common_edition(config, types: list[str]) -> str | None:
+    """The edition to impose on every type when their names alone suggest different ones (None: no need).
+
+    Detection is per type and a type whose names fit several editions gets a best guess; when exactly one
+    edition was decided by a rule (not guessed), every type is scored under it. Otherwise: DatasetError."""
+    if config.get("dcase_edition"):
+        return None
+    detected = {}
+    for machine_type in types:
+        type_config = copy.deepcopy(config)
+        with type_config.unlocked():
+            type_config.machine_type = machine_type
+        _, _, edition, reason = find_data(type_config)
+        detected[machine_type] = (edition, reason)
+    editions = {edition for edition, _ in detected.values()}
+    if len(editions) <= 1:
+        return None
+    decided = {edition for edition, reason in detected.values() if "best guess" not in reason}
+    if len(decided) == 1:
+        chosen = decided.pop()
+        log.warning("the machine types' names suggest %s; scoring every type as %s (pass --config.dcase_edition "
+                    "to choose)", ", ".join(f"{t}: {e}" for t, (e, _) in detected.items()), chosen)
+        return chosen
+    raise dcase.DatasetError("the machine types fit different DCASE editions (" + "; ".join(
+        f"{t}: {e} ({r})" for t, (e, r) in detected.items()) + "); pass --config.dcase_edition to choose one")
 
 
 def run_group(group: experiment.Group, run: RunDir, stop_after_epoch: int | None = None, data: Data | None = None,
@@ -173,9 +303,14 @@ def run_group(group: experiment.Group, run: RunDir, stop_after_epoch: int | None
         with config.unlocked():
             config.progress = progress
     if config.method == "vggish_ocsvm":  # fail at once, before any data work, when the model cannot be had
+        if str(config.features.get("channel", "mean")).strip().lower() != "mean":
+            raise ValueError(f"features.channel={config.features.channel!r} is not read by vggish_ocsvm (VGGish "
+                             "decodes the audio itself and averages the channels); leave it 'mean'")
         from asd_jax.embeddings.vggish import resolve_source
 
         resolve_source(config.vggish.handle)
+    if data is not None and data.key and data.key != data_key(config):
+        data = None  # given for other data settings (e.g. another edition): read this group's own
     run.create()
     with RunLock(run.path):
         return _run_group_locked(group, run, config, stop_after_epoch, data)
@@ -189,11 +324,12 @@ def _run_group_locked(group: experiment.Group, run: RunDir, config, stop_after_e
     continued = check_resumable(run, config, described)
     run.save_config(config, data_dir=os.path.abspath(data.data_dir), test_data_dir=os.path.abspath(data.test_data_dir),
                     num_fit_clips=len(data.fit), num_validation_clips=len(data.validation),
-                    num_test_clips=len(data.test), group=group.name, members=described)
+                    num_test_clips=len(data.test), group=group.name, members=described, protocol=data.edition,
+                    protocol_reason=data.edition_reason)
     members = [m.member() for m in group.members]
-    print(f"{config.method} on {config.machine_type}: {len(data.fit)} training, {len(data.validation)} held-out "
-          f"normal and {len(data.test)} test clips from {data.data_dir}; {_describe_members(group)}; "
-          f"run directory {run}" + (f" ({continued})" if continued else ""))
+    print(f"{config.method} on {config.machine_type} ({data.edition}: {data.edition_reason}): {len(data.fit)} "
+          f"training, {len(data.validation)} held-out normal and {len(data.test)} test clips from {data.data_dir}; "
+          f"{_describe_members(group)}; run directory {run}" + (f" ({continued})" if continued else ""))
 
     detector = detector_class(config.method)(config, run, members, config.cache_dir or None)
     oracle = data.test if registry.get(config.method).kind == "clip_vector" and config.ocsvm.select == "oracle" \
@@ -216,32 +352,38 @@ def _run_group_locked(group: experiment.Group, run: RunDir, config, stop_after_e
     healthy = np.array([name not in diverged for name in names])
 
     labels = _labels(test, data.test)
-    normal_scores = validation.values[healthy].mean(axis=0) if validation.values.size else None
-    threshold = choose_threshold(
-        config.threshold.policy, normal_scores=normal_scores, quantile=config.threshold.quantile,
-        value=config.threshold.value, test_labels=labels, test_scores=test.values[healthy].mean(axis=0))
-    source, warning = describe_threshold_source(len(validation.paths), config.threshold.policy,
-                                                config.threshold.quantile)
     by_path = {c.path: c for c in data.test}
-    machine_ids = [by_path[p].machine_id for p in test.paths]
+    test_clips = [by_path[p] for p in test.paths]
+    validation_by_path = {c.path: c for c in data.validation}
+    validation_clips = [validation_by_path[p] for p in validation.paths]
+    normal_scores = validation.values[healthy].mean(axis=0) if validation.values.size else None
+    threshold = _choose_thresholds(config, normal_scores, validation_clips, labels,
+                                   test.values[healthy].mean(axis=0), test_clips)
+    unit = "machine id" if data.edition == "dcase2020" else "section"
+    source, warnings = _describe_thresholds(threshold, config, len(validation.paths), unit)
+    machine_ids = [c.machine_id for c in test_clips]
+    domains = [c.domain for c in test_clips]
     validation_errors = ([float(e) for e in validation.values.mean(axis=1)] if validation.values.size
                          else [None] * len(members))  # plain floats: equal after a JSON round trip
     quiet = list({entry["file"]: entry for entry in getattr(detector, "quiet", [])}.values())
     extra = dict(detector.extra_results, group=group.name, compiles=detector.compiles,
                  validation={"num_clips": len(validation.paths),
                              "criterion": "mean score of the held-out normal training clips"},
-                 quiet_clips=quiet, seconds=round(time.perf_counter() - started, 1))
+                 quiet_clips=quiet, seconds=round(time.perf_counter() - started, 1),
+                 protocol_reason=data.edition_reason)
     results = report.evaluate_run(
         method=config.method, machine_type=config.machine_type, data_dir=os.path.abspath(data.test_data_dir),
         files=test.paths, machine_ids=machine_ids, labels=labels, member_scores=test.values, threshold=threshold,
-        skipped_files=skipped, extra=extra, member_names=names, excluded=diverged)
+        skipped_files=skipped, extra=extra, member_names=names, excluded=diverged, domains=domains,
+        edition=data.edition)
     results["threshold"]["source"] = source
-    if warning:
+    for warning in warnings:
         log.warning("%s", warning)
         results["notes"].append(warning)
     for entry in quiet:
         results["notes"].append(f"{entry['file']}: {entry['problem']}: check the microphone (the clip was used)")
-    classification = _member_classification(config, labels, test.values, validation.values)
+    classification = _member_classification(config, labels, test.values, validation.values, validation_clips,
+                                            test_clips)
     for entry, spec, error, figures in zip(results["members"], group.members, validation_errors, classification):
         entry.update(seed=spec.seed, setting=spec.setting, validation_error=error, **figures)
     results["settings"] = experiment.setting_figures(results["members"], group.members)
@@ -251,31 +393,79 @@ def _run_group_locked(group: experiment.Group, run: RunDir, config, stop_after_e
     if getattr(detector, "test_tuned", False):
         results["test_tuned"] = True
         results["notes"].append("hyper-parameters chosen by test AUC (--ocsvm_select=oracle): TEST-TUNED")
-    validation_ids = {c.path: c.machine_id for c in data.validation}
     report.write_run_outputs(run, results, files=test.paths, machine_ids=machine_ids, labels=labels,
                              member_scores=test.values, member_names=names,
-                             validation=(validation.paths, [validation_ids[p] for p in validation.paths],
-                                         validation.values))
+                             validation=(validation.paths, [c.machine_id for c in validation_clips],
+                                         validation.values, [c.domain for c in validation_clips]),
+                             sections=[c.section for c in test_clips], domains=domains)
     print(report.format_table(results))
-    print(f"threshold from the {source}")
+    print(f"threshold: {source}")
     print(f"wrote results.json, scores.csv, report.md and plots to {run}")
     return results
 
 
-def _member_classification(config, labels: np.ndarray, test_scores: np.ndarray,
-                           validation_scores: np.ndarray) -> list[dict]:
+def _choose_thresholds(config, normal_scores: np.ndarray | None, normal_clips: list[dcase.Clip],
+                       labels: np.ndarray, test_scores: np.ndarray, test_clips: list[dcase.Clip]) -> ThresholdSet:
+    """The run's threshold policy on these scores: the global threshold and, with ``threshold.per_unit``, one per
+    machine id / section (and domain) from its own held-out normals (:func:`choose_unit_thresholds`)."""
+    settings = config.threshold
+    return choose_unit_thresholds(
+        settings.policy, normal_scores=normal_scores, normal_units=[c.machine_id for c in normal_clips],
+        normal_domains=[c.domain for c in normal_clips], quantile=settings.quantile, value=settings.value,
+        test_labels=labels, test_scores=test_scores, test_units=[c.machine_id for c in test_clips],
+        test_domains=[c.domain for c in test_clips], per_unit=settings.get("per_unit", True))
+
+
+def _describe_thresholds(thresholds: ThresholdSet, config, num_heldout: int, unit: str) -> tuple[str, list[str]]:
+    """(where the thresholds come from, warnings): each unit's (and domain's) source is written into its entry, and
+    a unit or domain resting on too few held-out clips is warned about by name (:func:`describe_threshold_source`).
+    The global threshold's own warning is kept only where some clips are judged by it."""
+    policy, quantile = config.threshold.policy, config.threshold.quantile
+    overall, overall_warning = describe_threshold_source(num_heldout, policy, quantile)
+    if not thresholds.per_unit:
+        return overall, [overall_warning] if overall_warning else []
+    warnings, parts = [], []
+    for name, entry in thresholds.units.items():
+        if entry["from"] == "global":
+            entry["source"] = f"global threshold (no held-out normal clips of {unit} {name})"
+            warnings.append(f"{unit} {name}: no held-out normal clips, so its clips are judged by the global threshold")
+            parts.append(f"{name}: global")
+            continue
+        entry["source"], warning = describe_threshold_source(entry["num_heldout"], policy, quantile)
+        if warning and set(entry["domains"]) != {"source", "target"}:  # else no clip is judged by it
+            warnings.append(f"{unit} {name}: {warning}")
+        for domain, figures in entry["domains"].items():
+            figures["source"], warning = describe_threshold_source(figures["num_heldout"], policy, quantile)
+            if warning:
+                warnings.append(f"{unit} {name}, {domain} domain: {warning}")
+        counts = ", ".join(f"{d} {f['num_heldout']}" for d, f in entry["domains"].items())
+        parts.append(f"{name}: {entry['num_heldout']}" + (f" ({counts})" if counts else ""))
+    uses_global = any(entry["from"] == "global" for entry in thresholds.units.values())
+    if overall_warning and uses_global:
+        warnings.insert(0, f"global threshold: {overall_warning}")
+    domains = " and domain" if any(entry["domains"] for entry in thresholds.units.values()) else ""
+    basis = "test labels" if policy == "oracle_f1" else "held-out normal training clips"
+    text = (f"{policy} per {unit}{domains}, each on its own {basis} ({'; '.join(parts)}); global (for clips of no "
+            f"known {unit}): {overall}")
+    return text, warnings
+
+
+def _member_classification(config, labels: np.ndarray, test_scores: np.ndarray, validation_scores: np.ndarray,
+                           validation_clips: list[dcase.Clip], test_clips: list[dcase.Clip]) -> list[dict]:
     """Per member, on its own scores: the anomaly-class F1 at the run's threshold policy (set on the member's own
-    held-out normal scores, no test labels) and at the F1-best threshold on the test labels (TEST-TUNED)."""
+    held-out normal scores, no test labels; per unit as the run's) and at the F1-best threshold on the test labels
+    (TEST-TUNED)."""
     figures = []
+    units, domains = [c.machine_id for c in test_clips], [c.domain for c in test_clips]
     for index, scores in enumerate(test_scores):
         entry = {"f1_anomaly": None}
         try:
-            honest = choose_threshold(config.threshold.policy,
-                                      normal_scores=validation_scores[index] if validation_scores.size else None,
-                                      quantile=config.threshold.quantile, value=config.threshold.value,
-                                      test_labels=labels, test_scores=scores)
+            honest = _choose_thresholds(config, validation_scores[index] if validation_scores.size else None,
+                                        validation_clips, labels, scores, test_clips)
             if not honest.test_tuned:
-                entry["f1_anomaly"] = classification_metrics(labels, scores, honest.value)["f1_anomaly"]
+                margin = scores - honest.clip_values(units, domains) if honest.per_unit else scores
+                entry["f1_anomaly"] = classification_metrics(labels, margin, 0.0 if honest.per_unit
+                                                             else honest.value)["f1_anomaly"]
         except ValueError:  # e.g. no held-out clips: no honest threshold
             pass
         if np.all(np.isfinite(scores)):
@@ -302,34 +492,51 @@ def _labels(scores, clips: list[dcase.Clip]) -> np.ndarray:
 
 
 def score_files(workdir: str, paths: list[str], output: str = "", progress: bool = True) -> list[dict]:
-    """Score new recordings with the trained run in ``workdir``: per file its score, the threshold and the decision."""
+    """Score new recordings with the trained run in ``workdir``: per file its score, the threshold and the decision.
+
+    A clip whose name (or raw MIMII folder) gives its machine id / section is judged by that unit's threshold (its
+    domain's, when the name gives one and the run has it), any other by the global threshold; each row says which
+    (``threshold_scope``)."""
     if not paths:
         raise ValueError("give the wav files to score after the flags: "
                          "python launch.py --mode=score --workdir=RUN clip1.wav clip2.wav")
     run = RunDir(workdir)
     config = run.load_config()
     config.progress = progress
-    threshold = Threshold(**run.read_json(RunDir.THRESHOLD))
-    members = [ensemble.Member(m["name"], m["seed"], tuple(m["hparams"].items()))
-               for m in run.load_resolved()["members"]]
+    threshold = ThresholdSet.from_json(run.read_json(RunDir.THRESHOLD))
+    resolved = run.load_resolved()
+    unit_name = "machine id" if resolved.get("protocol", "dcase2020") == "dcase2020" else "section"
+    members = [ensemble.Member(m["name"], m["seed"], tuple(m["hparams"].items())) for m in resolved["members"]]
     detector = detector_class(config.method).restore(config, run, members)
     scores = detector.score(list(paths), "scoring")
     rows = []
     for path, member_scores in zip(scores.paths, scores.values.T):
         score = float(np.mean(member_scores))
-        rows.append({"file": path, "score": score, "threshold": threshold.value,
-                     "decision": "anomaly" if score > threshold.value else "normal"})
+        named = dcase.unit_of(path)
+        value, unit, domain = threshold.lookup(*(named or (None, None)))
+        if unit is not None:
+            scope = f"{unit_name} {unit}" + (f", {domain} domain" if domain else "")
+        elif not threshold.per_unit:
+            scope = "global"
+        elif named is None:
+            scope = f"global: the file name gives no {unit_name}"
+        else:
+            scope = f"global: {unit_name} {named[0]} has no threshold of its own"
+        rows.append({"file": path, "score": score, "threshold": value, "threshold_unit": unit,
+                     "threshold_domain": domain, "threshold_scope": scope,
+                     "decision": "anomaly" if score > value else "normal"})
     rows += [{"file": s["file"], "error": s["error"]} for s in scores.skipped]
     for row in rows:
         if "error" in row:
             print(f"{row['file']}: SKIPPED ({row['error']})")
         else:
             print(f"{row['file']}: score {row['score']:.6g}  threshold {row['threshold']:.6g} "
-                  f"({threshold.policy}{', TEST-TUNED' if threshold.test_tuned else ''})  -> {row['decision']}")
+                  f"({threshold.policy}, {row['threshold_scope']}{', TEST-TUNED' if threshold.test_tuned else ''})"
+                  f"  -> {row['decision']}")
     if output:
         with open(output, "w") as handle:
-            json.dump({"workdir": workdir, "method": config.method, "threshold": vars(threshold), "clips": rows},
-                      handle, indent=2)
+            json.dump({"workdir": workdir, "method": config.method, "threshold": threshold.to_json(),
+                       "clips": rows}, handle, indent=2)
     return rows
 
 

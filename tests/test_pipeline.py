@@ -84,10 +84,10 @@ def test_train_and_evaluate_writes_the_run_directory(method, trained, tiny_datas
     assert returned["per_id"] == results["per_id"]
 
     rows = read_scores(workdir)
-    assert list(rows[0]) == ["file", "machine_id", "label", "score"]
+    assert list(rows[0]) == ["file", "machine_id", "section", "domain", "label", "score"]
     assert sorted(r["file"] for r in rows) == list_test_clips(tiny_dataset)  # one row per test clip
     for row in rows:
-        assert row["machine_id"] in TINY_MACHINE_IDS
+        assert row["machine_id"] in TINY_MACHINE_IDS and row["section"] == row["machine_id"] and row["domain"] == ""
         assert row["label"] == ("1" if os.path.basename(row["file"]).startswith("anomaly") else "0")
         assert np.isfinite(float(row["score"]))
     assert len({r["score"] for r in rows}) > 1
@@ -95,7 +95,10 @@ def test_train_and_evaluate_writes_the_run_directory(method, trained, tiny_datas
     for name in ("config.json", "threshold.json", "report.md"):
         assert os.path.isfile(os.path.join(workdir, name)), name
     with open(os.path.join(workdir, "threshold.json")) as handle:
-        assert json.load(handle)["value"] == pytest.approx(results["threshold"]["value"])
+        saved_threshold = json.load(handle)
+    assert saved_threshold["value"] == pytest.approx(results["threshold"]["value"])
+    assert saved_threshold["per_unit"] is True and set(saved_threshold["units"]) == set(TINY_MACHINE_IDS)
+    assert results["protocol"] == "dcase2020" and results["per_section"] is None
     with open(os.path.join(workdir, "config.json")) as handle:
         saved = json.load(handle)
     assert saved["config"]["method"] == method and saved["resolved"]["num_test_clips"] == NUM_TEST_CLIPS
@@ -121,7 +124,8 @@ def test_num_seeds_three_gives_three_members(tiny_dataset, cache_dir, tmp_path):
     assert [m["name"] for m in saved["members"]] == names
     assert set(saved["std"]) >= {"auc", "pauc"} and set(saved["ensemble"]["per_id"]) == set(TINY_MACHINE_IDS)
     rows = read_scores(str(tmp_path))
-    assert list(rows[0]) == ["file", "machine_id", "label", "score", *(f"score_{n}" for n in names)]
+    assert list(rows[0]) == ["file", "machine_id", "section", "domain", "label", "score",
+                             *(f"score_{n}" for n in names)]
     assert len(rows) == NUM_TEST_CLIPS
     for row in rows:
         members = [float(row[f"score_{n}"]) for n in names]
@@ -188,13 +192,15 @@ def test_score_files_matches_the_test_scores_of_the_run(method, trained, tiny_da
     rows = pipeline.score_files(workdir, [clips[0], bad, *clips[1:], missing], output=output, progress=False)
 
     with open(os.path.join(workdir, "threshold.json")) as handle:
-        threshold = json.load(handle)["value"]
+        saved = json.load(handle)
+    threshold = saved["value"]
     scored = {row["file"]: row for row in rows if "error" not in row}
     assert set(scored) == set(clips)
     for path, row in scored.items():
         assert row["score"] == pytest.approx(expected[path], rel=1e-5, abs=1e-6)
-        assert row["threshold"] == threshold
-        assert row["decision"] == ("anomaly" if row["score"] > threshold else "normal")
+        unit = os.path.basename(path).split("_")[2]  # {normal|anomaly}_id_XX_...: each clip gets its id's threshold
+        assert row["threshold"] == saved["units"][unit]["value"] and row["threshold_unit"] == unit
+        assert row["decision"] == ("anomaly" if row["score"] > row["threshold"] else "normal")
     errors = {row["file"]: row["error"] for row in rows if "error" in row}
     assert set(errors) == {bad, missing} and all(errors.values())
     with open(output) as handle:

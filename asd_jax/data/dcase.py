@@ -193,6 +193,20 @@ def parse_name(path: str, machine_type: str, split: str | None) -> Clip | None:
     return Clip(path, machine_type, section, split or "test", UNKNOWN)
 
 
+def unit_of(path: str) -> tuple[str, str | None] | None:
+    """(section or machine id, domain or None) that a clip's path names: a DCASE name, or a raw MIMII path
+    ``.../id_XX/{normal,abnormal}/NNNNNNNN.wav``; None when it names neither (e.g. a renamed file). Scoring a new
+    clip uses it to pick the clip's unit's threshold."""
+    clip = parse_name(path, "", None)
+    if clip is not None:
+        return clip.section, clip.domain
+    parent = os.path.dirname(os.path.abspath(path))
+    m = _MIMII_ID.match(os.path.basename(os.path.dirname(parent)))
+    if m and os.path.basename(parent).lower() in ("normal", "abnormal"):
+        return normalise_id(m["id"]), None
+    return None
+
+
 # ---------------------------------------------------------------------------------------------------- editions
 
 

@@ -12,6 +12,9 @@ Policies:
 * ``fixed``: a value given by the caller.
 * ``oracle_f1``: the threshold that maximises the anomaly-class F1 on the *test* labels. It peeks at the
   answers, so it is always flagged ``test_tuned`` and must be reported as such.
+
+:func:`choose_unit_thresholds` applies a policy per unit (machine id or section, and domain) as well as over all
+clips, and returns a :class:`ThresholdSet` that gives each clip its unit's threshold.
 """
 
 from __future__ import annotations
@@ -130,3 +133,131 @@ def choose_threshold(
             raise ValueError("policy 'oracle_f1' needs the test labels and test scores (test_labels=, test_scores=)")
         return Threshold(policy, oracle_f1_threshold(test_labels, test_scores), test_tuned=True)
     raise ValueError(f"unknown threshold policy '{policy}'; choose one of {', '.join(POLICIES)}")
+
+
+# ----------------------------------------------------------------------------------------------------------------------
+# One threshold per unit (machine id / section), and per (unit, domain).
+
+
+@dataclasses.dataclass
+class ThresholdSet:
+    """The global threshold and, when ``per_unit``, one per unit (machine id or section) and per (unit, domain).
+
+    Scores of different machines sit on different scales, so one threshold over all of them raises most alarms on
+    the noisiest machine; the DCASE baselines set one per unit. ``units`` maps a unit to ``{"value",
+    "num_heldout", "from": "unit" | "global", "domains": {domain: {"value", "num_heldout"}}}``: ``from`` is
+    "global" when the unit's own clips could not set one (no held-out normals), and ``domains`` holds only the
+    domains whose own clips set one. A clip is judged by its domain's threshold, else its unit's, else the global
+    one (:meth:`lookup`).
+    """
+
+    overall: Threshold
+    per_unit: bool = False
+    units: dict[str, dict] = dataclasses.field(default_factory=dict)
+
+    @property
+    def policy(self) -> str:
+        return self.overall.policy
+
+    @property
+    def value(self) -> float:
+        return self.overall.value
+
+    @property
+    def test_tuned(self) -> bool:
+        return self.overall.test_tuned
+
+    @property
+    def quantile(self) -> float | None:
+        return self.overall.quantile
+
+    def lookup(self, unit: str | None, domain: str | None = None) -> tuple[float, str | None, str | None]:
+        """(threshold, unit, domain) for a clip: the unit and domain whose threshold it gets (None: global)."""
+        entry = self.units.get(str(unit)) if self.per_unit and unit is not None else None
+        if entry is None or entry.get("from") == "global":
+            return self.overall.value, None, None
+        if domain is not None and domain in entry.get("domains", {}):
+            return float(entry["domains"][domain]["value"]), str(unit), domain
+        return float(entry["value"]), str(unit), None
+
+    def clip_values(self, units: Sequence[str], domains: Sequence[str | None] | None = None) -> np.ndarray:
+        """The threshold of each clip (see :meth:`lookup`)."""
+        domains = [None] * len(units) if domains is None else list(domains)
+        return np.array([self.lookup(u, d)[0] for u, d in zip(units, domains)], dtype=np.float64)
+
+    def to_json(self) -> dict:
+        return {"policy": self.policy, "value": float(self.value), "test_tuned": bool(self.test_tuned),
+                "quantile": self.quantile, "per_unit": bool(self.per_unit), "units": self.units}
+
+    @classmethod
+    def from_json(cls, data: dict) -> ThresholdSet:
+        """From ``threshold.json`` (one written before per-unit thresholds existed gives a global-only set)."""
+        overall = Threshold(data["policy"], float(data["value"]), bool(data["test_tuned"]), data.get("quantile"))
+        return cls(overall, bool(data.get("per_unit", False)), dict(data.get("units") or {}))
+
+
+def _subset(values, mask):
+    return None if values is None else np.asarray(values)[mask]
+
+
+def choose_unit_thresholds(
+    policy: str = DEFAULT_POLICY,
+    *,
+    normal_scores: Sequence[float] | np.ndarray | None,
+    normal_units: Sequence[str],
+    normal_domains: Sequence[str | None] | None = None,
+    quantile: float = DEFAULT_QUANTILE,
+    value: float | None = None,
+    test_labels: Sequence[int] | np.ndarray | None = None,
+    test_scores: Sequence[float] | np.ndarray | None = None,
+    test_units: Sequence[str] = (),
+    test_domains: Sequence[str | None] | None = None,
+    per_unit: bool = True,
+) -> ThresholdSet:
+    """The global threshold over every clip (as :func:`choose_threshold`) and, with ``per_unit``, one per unit
+    from that unit's clips only: its held-out normals (``normal_*``), or its test clips for ``oracle_f1``.
+
+    Where clips carry a domain, a (unit, domain) whose own clips can set a threshold gets its own; the others use
+    the unit's. A unit whose clips cannot set one (no held-out normals) uses the global threshold. ``fixed`` is
+    one value for every clip, so it is never per unit. Raises ValueError as :func:`choose_threshold` for the
+    global threshold.
+    """
+    overall = choose_threshold(policy, normal_scores=normal_scores, quantile=quantile, value=value,
+                               test_labels=test_labels, test_scores=test_scores)
+    if not per_unit or policy == "fixed":
+        return ThresholdSet(overall)
+    normal_units = np.asarray([str(u) for u in normal_units], dtype=object)
+    test_units = np.asarray([str(u) for u in test_units], dtype=object)
+    normal_domains = np.asarray(list(normal_domains) if normal_domains is not None else [None] * len(normal_units),
+                                dtype=object)
+    test_domains = np.asarray(list(test_domains) if test_domains is not None else [None] * len(test_units),
+                              dtype=object)
+    has_domains = any(d is not None for d in (*normal_domains, *test_domains))
+    normal_scores = None if normal_scores is None else np.asarray(normal_scores, dtype=np.float64).ravel()
+
+    def fit(normal_mask, test_mask) -> Threshold | None:
+        try:
+            return choose_threshold(policy, normal_scores=_subset(normal_scores, normal_mask), quantile=quantile,
+                                    value=value, test_labels=_subset(test_labels, test_mask),
+                                    test_scores=_subset(test_scores, test_mask))
+        except ValueError:  # the unit's clips cannot set one (e.g. no held-out normals): the fallback is used
+            return None
+
+    units = {}
+    for unit in sorted({*normal_units.tolist(), *test_units.tolist()}):
+        in_normal, in_test = normal_units == unit, test_units == unit
+        own = fit(in_normal, in_test)
+        entry = {"value": float(own.value if own is not None else overall.value),
+                 "num_heldout": int(in_normal.sum()), "from": "unit" if own is not None else "global",
+                 "domains": {}}
+        if has_domains and own is not None:
+            for domain in ("source", "target"):
+                normal_mask, test_mask = in_normal & (normal_domains == domain), in_test & (test_domains == domain)
+                if policy != "oracle_f1" and not normal_mask.any():
+                    continue
+                domain_threshold = fit(normal_mask, test_mask)
+                if domain_threshold is not None:
+                    entry["domains"][domain] = {"value": float(domain_threshold.value),
+                                                "num_heldout": int(normal_mask.sum())}
+        units[unit] = entry
+    return ThresholdSet(overall, True, units)

@@ -334,3 +334,14 @@ def test_real_renamed_mimii_files_stay_unmatched(realdata):
     found = dcase.find_clips(os.path.join(realdata, "mimii_8ch_brmdv"), "slider")
     assert not found.clips and found.edition is None and len(found.unmatched) == 2
     assert np.all([os.path.exists(p) for p in found.unmatched])
+
+
+def test_unit_of_a_path():
+    assert dcase.unit_of("/x/normal_id_02_00000001.wav") == ("02", None)
+    assert dcase.unit_of("id_04_00000001.wav") == ("04", None)
+    assert dcase.unit_of("/x/section_01_target_test_normal_0003_vel_5.wav") == ("01", "target")
+    assert dcase.unit_of("section_02_source_test_0003.wav") == ("02", "source")
+    assert dcase.unit_of("section_03_0003.wav") == ("03", None)
+    assert dcase.unit_of("/data/fan/id_06/abnormal/00000003.wav") == ("06", None)
+    assert dcase.unit_of("/data/fan/id_06/00000003.wav") is None
+    assert dcase.unit_of("/data/recording.wav") is None

@@ -15,10 +15,11 @@ from asd_jax.evaluate.thresholds import Threshold, choose_threshold
 TOP_LEVEL_KEYS = {
     "method", "machine_type", "data_dir", "num_seeds", "per_id", "mean", "std", "ensemble", "pooled",
     "members", "members_diverged", "threshold", "test_tuned", "skipped_files", "notes",
+    "protocol", "per_section", "official_score", "official",
 }
 THRESHOLD_KEYS = {
-    "policy", "value", "test_tuned", "quantile", "accuracy", "precision_normal", "recall_normal", "f1_normal",
-    "precision_anomaly", "recall_anomaly", "f1_anomaly", "confusion",
+    "policy", "value", "test_tuned", "quantile", "per_unit", "units", "accuracy", "precision_normal", "recall_normal",
+    "f1_normal", "precision_anomaly", "recall_anomaly", "f1_anomaly", "confusion",
 }
 PER_ID_KEYS = {"auc", "pauc", "num_normal", "num_anomaly"}
 
@@ -72,10 +73,12 @@ def test_single_member_run(tmp_path):
 
     with open(tmp_path / "scores.csv", newline="") as handle:
         rows = list(csv.reader(handle))
-    assert rows[0] == ["file", "machine_id", "label", "score"]
+    assert rows[0] == ["file", "machine_id", "section", "domain", "label", "score"]
     assert len(rows) == 1 + 16
-    assert rows[1][:3] == [files[0], "00", "0"]
-    assert float(rows[5][3]) == pytest.approx(member_scores[0, 4])
+    assert rows[1][:5] == [files[0], "00", "00", "", "0"]
+    assert float(rows[5][5]) == pytest.approx(member_scores[0, 4])
+    assert (saved["protocol"], saved["per_section"], saved["official_score"]) == ("dcase2020", None, None)
+    assert saved["official"]["mean_auc"] == 1.0 and saved["members"][0]["official"]["mean_pauc"] == 1.0
 
     report = (tmp_path / "report.md").read_text()
     assert "TEST-TUNED" not in report
@@ -110,7 +113,8 @@ def test_three_member_run(tmp_path):
 
     with open(tmp_path / "scores.csv", newline="") as handle:
         rows = list(csv.DictReader(handle))
-    assert list(rows[0]) == ["file", "machine_id", "label", "score", "score_s0", "score_s1", "score_s2"]
+    assert list(rows[0]) == ["file", "machine_id", "section", "domain", "label", "score", "score_s0", "score_s1",
+                             "score_s2"]
     assert len(rows) == 16
     assert [float(r["score"]) for r in rows] == pytest.approx(ensemble_score)
     assert [float(r["score_s2"]) for r in rows] == pytest.approx(member_scores[2])
@@ -197,3 +201,117 @@ def test_training_curve_plot_from_jsonl(tmp_path):
     (tmp_path / "train_curve.jsonl").write_text("".join(json.dumps(r) + "\n" for r in records))
     path = plot_training_curve(str(tmp_path))
     assert path == str(tmp_path / "train_curve.png") and os.path.getsize(path) > 1000
+
+
+# ----------------------------------------------------------------------------------------------------------------------
+# DCASE 2021+ layouts, per-unit thresholds and the summary across machine types.
+
+
+def _fake_2023_run(seed: int = 0, shift: float = 0.0):
+    """Sections 00 and 01; per section and domain 4 normal and 3 anomalous clips; two members."""
+    rng = np.random.default_rng(seed)
+    sections, domains, labels = [], [], []
+    for section in ("00", "01"):
+        for domain in ("source", "target"):
+            for label, count in ((0, 4), (1, 3)):
+                sections += [section] * count
+                domains += [domain] * count
+                labels += [label] * count
+    labels = np.array(labels)
+    files = [f"section_{s}_{d}_test_{'anomaly' if y else 'normal'}_{n:04d}.wav"
+             for n, (s, d, y) in enumerate(zip(sections, domains, labels))]
+    scores = np.stack([labels + shift + rng.normal(0.0, 0.6, labels.size) for _ in range(2)])
+    return files, sections, domains, labels, scores
+
+
+def test_a_2023_run_reports_per_section_figures_and_the_official_score(tmp_path):
+    from scipy.stats import hmean
+    from sklearn.metrics import roc_auc_score
+
+    from asd_jax.evaluate.thresholds import choose_unit_thresholds
+
+    files, sections, domains, labels, scores = _fake_2023_run()
+    normal_units, normal_domains = ["00", "00", "01", "01"], ["source", "target", "source", "source"]
+    thresholds = choose_unit_thresholds("normal_quantile", normal_scores=np.array([0.2, 0.9, 0.4, 0.6]),
+                                        normal_units=normal_units, normal_domains=normal_domains,
+                                        test_units=sections, test_domains=domains)
+    results = _evaluate(files, sections, labels, scores, threshold=thresholds, domains=domains, edition="2023")
+    _write(tmp_path, results, files, sections, labels, scores, domains=domains)
+    saved = load_results(tmp_path)
+    assert saved["protocol"] == "dcase2023" and set(saved["per_section"]) == {"00", "01"}
+
+    ensemble = scores.mean(axis=0)
+    sections, domains = np.array(sections), np.array(domains)
+    figures = []
+    for section in ("00", "01"):
+        ours = saved["per_section"][section]
+        in_section = sections == section
+        for domain in ("source", "target"):
+            chosen = in_section & ((labels == 1) | (domains == domain))
+            assert ours[f"auc_{domain}"] == pytest.approx(roc_auc_score(labels[chosen], ensemble[chosen]))
+            figures.append(ours[f"auc_{domain}"])
+        assert ours["pauc"] == pytest.approx(roc_auc_score(labels[in_section], ensemble[in_section], max_fpr=0.1))
+        figures.append(ours["pauc"])
+        assert (ours["num_source_normal"], ours["num_target_normal"], ours["num_anomaly"]) == (4, 4, 6)
+    assert saved["official_score"] == pytest.approx(hmean(figures))
+    for member, row in zip(saved["members"], scores):
+        in_00 = sections == "00"
+        chosen = in_00 & ((labels == 1) | (domains == "source"))
+        assert member["official"]["per_section"]["00"]["auc_source"] == pytest.approx(
+            roc_auc_score(labels[chosen], row[chosen]))
+
+    # each clip judged by its unit's threshold: its domain's where the domain had held-out normals
+    expected = np.array([thresholds.units[s]["domains"].get(d, thresholds.units[s])["value"]
+                         for s, d in zip(sections, domains)])
+    assert expected[(sections == "01") & (domains == "target")][0] == thresholds.units["01"]["value"]
+    table = classification_metrics(labels, ensemble > expected, 0.5)
+    assert saved["threshold"]["confusion"] == {key: table[key] for key in ("tp", "fp", "tn", "fn")}
+    assert saved["threshold"]["per_unit"] and set(saved["threshold"]["units"]) == {"00", "01"}
+    assert json.load(open(tmp_path / "threshold.json"))["units"] == saved["threshold"]["units"]
+
+    with open(tmp_path / "scores.csv", newline="") as handle:
+        rows = list(csv.DictReader(handle))
+    assert [(r["section"], r["domain"]) for r in rows] == list(zip(sections, domains))
+    text = format_table(results)
+    assert "AUC source" in text and "official score" in text and "dcase2023" in text
+    assert "id  AUC" not in text and "00 = " in text  # the per-section layout, the per-section thresholds
+    report = (tmp_path / "report.md").read_text()
+    assert "## Official figures per section, dcase2023" in report and "| official score |" in report
+
+
+def test_a_2021_run_has_per_domain_pauc():
+    files, sections, domains, labels, scores = _fake_2023_run()
+    results = _evaluate(files, sections, labels, scores, domains=domains, edition="dcase2021")
+    assert set(results["per_section"]["00"]) >= {"auc_source", "auc_target", "pauc_source", "pauc_target"}
+    assert "pAUC target" in format_table(results)
+
+
+def test_summary_across_types(tmp_path):
+    from scipy.stats import hmean
+
+    from asd_jax.evaluate.report import summarise_types, write_type_summary
+
+    per_type = {}
+    for machine_type, shift in (("fan", 0.0), ("valve", 0.3)):
+        files, sections, domains, labels, scores = _fake_2023_run(seed=len(per_type), shift=shift)
+        per_type[machine_type] = evaluate_run(method="lstm", machine_type=machine_type, data_dir="/d", files=files,
+                                              machine_ids=sections, labels=labels, member_scores=scores,
+                                              threshold=choose_threshold("fixed", value=0.5), domains=domains,
+                                              edition="dcase2023")
+    summary = summarise_types(per_type, {t: str(tmp_path / t) for t in per_type})
+    every = [per_type[t]["per_section"][s][k] for t in per_type for s in ("00", "01")
+             for k in ("auc_source", "auc_target", "pauc")]
+    assert summary["official_score"] == pytest.approx(hmean(every))
+    for machine_type, results in per_type.items():
+        assert summary["per_type"][machine_type]["official_score"] == pytest.approx(results["official_score"])
+    write_type_summary(str(tmp_path), summary)
+    with open(tmp_path / "summary.csv", newline="") as handle:
+        rows = list(csv.DictReader(handle))
+    assert [r["machine_type"] for r in rows] == ["fan", "valve", "all"]
+    assert float(rows[-1]["official_score"]) == pytest.approx(hmean(every))
+    assert json.load(open(tmp_path / "summary.json"))["protocol"] == "dcase2023"
+    assert "| all types |" in (tmp_path / "summary.md").read_text()
+
+    per_type["pump"] = _evaluate(*_fake_run(1))  # a 2020 result cannot join a 2023 summary
+    with pytest.raises(ValueError, match="different DCASE editions"):
+        summarise_types(per_type)

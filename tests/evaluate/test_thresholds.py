@@ -1,11 +1,20 @@
-"""Threshold policies: known values, a gamma fit that recovers its quantile, and an oracle checked by brute force."""
+"""Threshold policies: known values, a gamma fit that recovers its quantile, an oracle checked by brute force, and
+thresholds per unit and domain."""
+
+import json
 
 import numpy as np
 import pytest
 from scipy import stats
 
 from asd_jax.evaluate.metrics import classification_metrics
-from asd_jax.evaluate.thresholds import Threshold, choose_threshold
+from asd_jax.evaluate.thresholds import (
+    Threshold,
+    ThresholdSet,
+    choose_threshold,
+    choose_unit_thresholds,
+    oracle_f1_threshold,
+)
 
 
 def test_normal_quantile_on_a_known_array():
@@ -80,3 +89,67 @@ def test_oracle_f1_can_call_every_clip_anomalous():
 def test_missing_inputs_give_clear_errors(policy, kwargs, message):
     with pytest.raises(ValueError, match=message):
         choose_threshold(policy, **kwargs)
+
+
+# ----------------------------------------------------------------------------------------------------------------------
+# Per unit (machine id / section) and per domain.
+
+
+def _units_set():
+    """Unit 00 scores around 1, unit 02 around 10; unit 02's target normals sit higher than its source ones."""
+    rng = np.random.default_rng(0)
+    normal_scores = np.concatenate([rng.normal(1.0, 0.1, 20), rng.normal(10.0, 1.0, 10), rng.normal(14.0, 1.0, 4)])
+    normal_units = ["00"] * 20 + ["02"] * 14
+    normal_domains = ["source"] * 20 + ["source"] * 10 + ["target"] * 4
+    return normal_scores, normal_units, normal_domains
+
+
+def test_unit_thresholds_are_each_units_own_quantile():
+    scores, units, domains = _units_set()
+    chosen = choose_unit_thresholds("normal_quantile", normal_scores=scores, normal_units=units, quantile=0.9,
+                                    test_units=["00", "02", "04"])
+    assert chosen.per_unit and chosen.value == pytest.approx(np.quantile(scores, 0.9))
+    assert chosen.units["00"]["value"] == pytest.approx(np.quantile(scores[:20], 0.9))
+    assert chosen.units["02"]["value"] == pytest.approx(np.quantile(scores[20:], 0.9))
+    assert (chosen.units["00"]["num_heldout"], chosen.units["02"]["num_heldout"]) == (20, 14)
+    assert chosen.units["04"] == {"value": chosen.value, "num_heldout": 0, "from": "global", "domains": {}}
+    values = chosen.clip_values(["00", "02", "04", "99"])
+    assert values.tolist() == [chosen.units["00"]["value"], chosen.units["02"]["value"], chosen.value, chosen.value]
+    assert chosen.lookup("04") == (chosen.value, None, None) and chosen.lookup("00")[1:] == ("00", None)
+
+
+def test_domain_thresholds_where_the_domain_has_held_out_normals():
+    scores, units, domains = _units_set()
+    chosen = choose_unit_thresholds("normal_quantile", normal_scores=scores, normal_units=units,
+                                    normal_domains=domains, quantile=0.5, test_units=["00", "02"],
+                                    test_domains=["target", "target"])
+    assert set(chosen.units["00"]["domains"]) == {"source"}  # unit 00 has no held-out target normals
+    assert chosen.units["02"]["domains"]["target"]["value"] == pytest.approx(np.median(scores[30:]))
+    assert chosen.units["02"]["domains"]["source"]["num_heldout"] == 10
+    assert chosen.lookup("00", "target") == (chosen.units["00"]["value"], "00", None)  # falls back to the unit's
+    assert chosen.lookup("02", "target") == (chosen.units["02"]["domains"]["target"]["value"], "02", "target")
+    again = ThresholdSet.from_json(json.loads(json.dumps(chosen.to_json())))
+    assert again == chosen
+
+
+def test_global_only_when_asked_and_for_fixed():
+    scores, units, _ = _units_set()
+    overall = choose_unit_thresholds("normal_quantile", normal_scores=scores, normal_units=units, per_unit=False)
+    assert not overall.per_unit and overall.units == {} and overall.lookup("00") == (overall.value, None, None)
+    assert overall.overall == choose_threshold("normal_quantile", normal_scores=scores)
+    fixed = choose_unit_thresholds("fixed", value=2.0, normal_scores=None, normal_units=[])
+    assert not fixed.per_unit and fixed.clip_values(["00"]).tolist() == [2.0]
+    old = ThresholdSet.from_json({"policy": "fixed", "value": 2.0, "test_tuned": False, "quantile": None})
+    assert not old.per_unit and old.lookup("00", "source") == (2.0, None, None)
+
+
+def test_oracle_per_unit_is_test_tuned_on_each_units_test_clips():
+    labels = np.array([0, 0, 1, 1, 0, 0, 1, 1])
+    scores = np.array([0.1, 0.2, 0.3, 0.4, 5.0, 6.0, 7.0, 8.0])
+    units = ["00"] * 4 + ["02"] * 4
+    chosen = choose_unit_thresholds("oracle_f1", normal_scores=None, normal_units=[], test_labels=labels,
+                                    test_scores=scores, test_units=units)
+    assert chosen.test_tuned
+    assert chosen.units["00"]["value"] == oracle_f1_threshold(labels[:4], scores[:4]) == 0.2
+    assert chosen.units["02"]["value"] == oracle_f1_threshold(labels[4:], scores[4:]) == 6.0
+    assert np.all((scores > chosen.clip_values(units)) == labels.astype(bool))
