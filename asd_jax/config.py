@@ -59,7 +59,8 @@ def get_config() -> ml_collections.ConfigDict:
         if method.section not in config:
             config[method.section] = method.default_config()
 
-    config.synthetic = ml_collections.ConfigDict(dict(seed=0, snr_db=0.0))
+    # layout: dcase2020 (machine ids 00-06) or dcase2023 (section 00, source + shifted target domain, attributes)
+    config.synthetic = ml_collections.ConfigDict(dict(seed=0, snr_db=0.0, layout="dcase2020"))
     # member_maps: how a program of E > 1 members maps over them (auto, vmap, map; a comma list compares them)
     config.benchmark = ml_collections.ConfigDict(dict(ensemble_sizes="1,8", num_clips=64, warmup_calls=2,
                                                       timed_calls=5, member_maps="auto"))

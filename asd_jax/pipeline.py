@@ -49,8 +49,7 @@ def resolve_data_dir(config) -> str:
         return config.data_dir
     from asd_jax.data import synthetic
 
-    synth = synthetic.SynthConfig(seed=config.synthetic.seed, snr_db=config.synthetic.snr_db)
-    root = synthetic.default_dataset(config.cache_dir or None, synth, progress=config.progress)
+    root = synthetic.default_dataset(config.cache_dir or None, synth_config(config), progress=config.progress)
     print(f"using the synthetic slide-rail data set at {root} (not MIMII: see README)")
     return root
 
@@ -547,9 +546,17 @@ def synthesize(config) -> dict:
         root = resolve_data_dir(config)
         print(f"synthetic data set ready at {root}")
         return {"data_dir": root}
-    synth = synthetic.SynthConfig(seed=config.synthetic.seed, snr_db=config.synthetic.snr_db)
-    return synthetic.generate_dataset(config.data_dir, synth, num_workers=config.num_workers or None,
+    return synthetic.generate_dataset(config.data_dir, synth_config(config), num_workers=config.num_workers or None,
                                       progress=config.progress)
+
+
+def synth_config(config):
+    """The synthetic set the config asks for (``synthetic.layout``: dcase2020, or dcase2023 with a source and a
+    target domain)."""
+    from asd_jax.data import synthetic
+
+    return synthetic.SynthConfig(seed=config.synthetic.seed, snr_db=config.synthetic.snr_db,
+                                 layout=config.synthetic.layout)
 
 
 def run(config, files: list[str] | None = None, axes: dict | None = None) -> dict | list:
