@@ -673,8 +673,6 @@ def generate_dataset(out_dir: str, config: SynthConfig = SynthConfig(), num_work
     ``<out_dir>/<machine_type>/attributes_XX.csv`` (:func:`attribute_rows`).
     ``num_workers`` None uses every core; 1 renders in this process. Returns a summary, printed when ``progress``.
     """
-    from tqdm.auto import tqdm
-
     start = time.perf_counter()
     manifest = os.path.join(out_dir, MANIFEST)
     with contextlib.suppress(FileNotFoundError):
@@ -695,7 +693,7 @@ def generate_dataset(out_dir: str, config: SynthConfig = SynthConfig(), num_work
             os.remove(os.path.join(machine_folder, name))
 
     workers = max(1, min(num_workers or os.cpu_count() or 1, len(plan) // 8 or 1))
-    with tqdm(total=len(plan), desc="synthetic clips", unit="clip", disable=not progress) as bar:
+    with progress_output.bar(total=len(plan), desc="synthetic clips", unit="clip", enabled=progress) as bar:
         if workers == 1:
             for chunk in _chunks(plan, 8):
                 bar.update(_write_clips(config, out_dir, chunk))
