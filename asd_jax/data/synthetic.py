@@ -55,6 +55,7 @@ import numpy as np
 import soundfile as sf
 from scipy import signal
 
+from asd_jax import progress as progress_output
 from asd_jax.data.dcase import normalise_id
 
 GENERATOR_VERSION = 1  # bump when the sound changes, so cached data sets are made again
