@@ -13,12 +13,13 @@ class GRUAutoencoder(nn.Module):
     """[B, L, mels] -> reconstruction [B, L, mels].
 
     The encoder's last top-layer state is the code; the decoder receives it at every step (a repeated context
-    vector, so it cannot copy its input) and starts from the encoder's final states.
+    vector, so it cannot copy its input) and starts from the encoder's final states. The first decoder layer takes
+    the code as a [B, H] input repeated over the steps, so it is projected once rather than once per step.
     """
 
     hidden_size: int = 256
     num_layers: int = 2
-    unroll: int | bool = 4
+    unroll: int | bool = True
 
     @nn.compact
     def __call__(self, frames: jax.Array) -> jax.Array:
@@ -28,10 +29,10 @@ class GRUAutoencoder(nn.Module):
         for layer in range(self.num_layers):
             sequence, state = GRULayer(self.hidden_size, self.unroll, name=f"encoder_{layer}")(sequence)
             final_states.append(state)
-        code = final_states[-1]
-        sequence = jnp.broadcast_to(code, (steps, *code.shape))
+        sequence = final_states[-1]  # the code [B, H], fed to the first decoder layer at each of the steps
         for layer in range(self.num_layers):
-            sequence, _ = GRULayer(self.hidden_size, self.unroll, name=f"decoder_{layer}")(sequence, final_states[layer])
+            sequence, _ = GRULayer(self.hidden_size, self.unroll, name=f"decoder_{layer}")(
+                sequence, final_states[layer], steps)
         return jnp.swapaxes(nn.Dense(frames.shape[-1], name="head")(sequence), 0, 1)
 
 
