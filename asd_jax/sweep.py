@@ -21,6 +21,7 @@ from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
 
 from asd_jax import experiment, pipeline
+from asd_jax.evaluate import report
 from asd_jax.rundir import RunDir
 from asd_jax.runlock import RunLock
 
@@ -115,19 +116,7 @@ def _same_group(run_dir: RunDir, group: experiment.Group) -> bool:
 
 
 def _write_json(root: RunDir, summary: dict) -> None:
-    root.write_json(SWEEP_JSON, _jsonable(summary))
-
-
-def _jsonable(value):
-    if isinstance(value, dict):
-        return {str(k): _jsonable(v) for k, v in value.items()}
-    if isinstance(value, (list, tuple)):
-        return [_jsonable(v) for v in value]
-    if isinstance(value, float) and not math.isfinite(value):
-        return None
-    if isinstance(value, np.generic):
-        return _jsonable(value.item())
-    return value
+    root.write_json(SWEEP_JSON, report.jsonable(summary))
 
 
 def _figures(setting: dict) -> dict:

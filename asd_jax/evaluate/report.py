@@ -226,14 +226,14 @@ def _official_figures(result: dict) -> dict:
     return {**{key: result[key] for key in keys if key in result}, "per_section": result.get("per_section")}
 
 
-def _jsonable(value):
+def jsonable(value):
     """Plain JSON types, with NaN and infinities as null."""
     if dataclasses.is_dataclass(value) and not isinstance(value, type):
-        return _jsonable(dataclasses.asdict(value))
+        return jsonable(dataclasses.asdict(value))
     if isinstance(value, dict):
-        return {str(k): _jsonable(v) for k, v in value.items()}
+        return {str(k): jsonable(v) for k, v in value.items()}
     if isinstance(value, (list, tuple, np.ndarray)):
-        return [_jsonable(v) for v in value]
+        return [jsonable(v) for v in value]
     if isinstance(value, (bool, np.bool_)):
         return bool(value)
     if isinstance(value, (int, np.integer)):
@@ -638,9 +638,9 @@ def write_run_outputs(
     ensemble_score = matrix[healthy].mean(axis=0)
     run.create()
 
-    run.write_json(RunDir.RESULTS, _jsonable(results))
+    run.write_json(RunDir.RESULTS, jsonable(results))
     threshold = results["threshold"]
-    run.write_json(RunDir.THRESHOLD, _jsonable(ThresholdSet.from_json(threshold).to_json()))
+    run.write_json(RunDir.THRESHOLD, jsonable(ThresholdSet.from_json(threshold).to_json()))
     _write_scores(run.file(RunDir.SCORES), files, machine_ids, labels, matrix, names, healthy, sections, domains)
     if validation is not None:
         validation_files, validation_ids, validation_scores = validation[:3]
@@ -650,7 +650,7 @@ def write_run_outputs(
                       np.zeros(len(validation_files), int), validation_matrix, names, healthy,
                       domains=validation_domains)
     with open(run.file(RunDir.REPORT), "w") as handle:
-        handle.write(_report_markdown(_jsonable(results)))
+        handle.write(_report_markdown(jsonable(results)))
 
     id_array = np.asarray([str(i) for i in machine_ids])
     unit = "section" if _sectioned(results) else "id"
@@ -748,7 +748,7 @@ def write_type_summary(directory: str, summary: dict) -> None:
     """``summary.json``, ``summary.csv`` (one row per type, then ``all types``) and ``summary.md`` in
     ``directory``."""
     run = RunDir(directory).create()
-    run.write_json(SUMMARY_JSON, _jsonable(summary))
+    run.write_json(SUMMARY_JSON, jsonable(summary))
     columns = _summary_columns(summary["protocol"])
     with open(run.file(SUMMARY_CSV), "w", newline="") as handle:
         writer = csv.writer(handle)
