@@ -16,7 +16,6 @@ import os
 import time
 
 import ml_collections
-import numpy as np
 from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
 
