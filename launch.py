@@ -48,6 +48,12 @@ flags.DEFINE_enum("vggish_backend", None, ["tf", "flax"], "Run VGGish in TensorF
 flags.DEFINE_enum("ocsvm_select", None, ["label_free", "oracle"], "OC-SVM grid selection (oracle: test-tuned).")
 flags.DEFINE_string("cache_dir", None, "Cache root for features and the synthetic data set.")
 flags.DEFINE_bool("progress", None, "Show progress bars.")
+flags.DEFINE_bool("distributed", False, "One process of a multi-process (multi-host) run: jax.distributed.initialize "
+                  "with the three flags below, or from the cluster's environment (SLURM, Open MPI, TPU) where absent; "
+                  "--mode=train or sweep. See asd_jax/distributed.py.")
+flags.DEFINE_string("coordinator_address", None, "--distributed: host:port of process 0's coordinator.")
+flags.DEFINE_integer("num_processes", None, "--distributed: how many processes take part.")
+flags.DEFINE_integer("process_id", None, "--distributed: this process's id, 0 .. num_processes - 1.")
 
 FLAGS = flags.FLAGS
 
@@ -121,6 +127,19 @@ def _values(flag: str, value):
 def main(argv):
     if not FLAGS["verbosity"].present:  # absl's INFO lines (backend probing and the like) only on request
         absl_logging.set_verbosity(absl_logging.WARNING)
+    if FLAGS.distributed:  # before anything starts a JAX backend; a failing process ends every process
+        from asd_jax import distributed
+
+        with distributed.fail_together():
+            try:
+                distributed.initialize(FLAGS.coordinator_address, FLAGS.num_processes, FLAGS.process_id)
+            except ValueError as error:  # a flag out of range, or no cluster environment to take the rest from
+                sys.exit(f"error: --distributed: {error}")
+            return _main(argv)
+    return _main(argv)
+
+
+def _main(argv):
     from asd_jax import pipeline
     from asd_jax.data.audio import AudioError
     from asd_jax.data.dcase import DatasetError

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import copy
 import dataclasses
+import importlib
 import json
 import logging
 import os
@@ -19,7 +20,7 @@ import time
 import numpy as np
 
 from asd_jax import config as config_lib
-from asd_jax import experiment
+from asd_jax import distributed, experiment
 from asd_jax.config import RUN_LEVEL, split_list
 from asd_jax.data import dcase
 from asd_jax.evaluate import report
@@ -27,10 +28,9 @@ from asd_jax.evaluate.holdout_check import describe_threshold_source
 from asd_jax.evaluate.metrics import classification_metrics
 from asd_jax.evaluate.thresholds import ThresholdSet, choose_unit_thresholds, oracle_f1_threshold
 from asd_jax.methods import registry
-from asd_jax.methods.clip_vectors import OCSVMDetector
+from asd_jax.methods.clip_vectors import OCSVMDetector, vector_source
 from asd_jax.methods.sequence import SequenceDetector
 from asd_jax.rundir import RunDir
-from asd_jax.runlock import RunLock
 from asd_jax.train import ensemble
 
 log = logging.getLogger(__name__)
@@ -40,7 +40,12 @@ DETECTORS = {"ensemble": SequenceDetector, "clip_vector": OCSVMDetector}
 
 
 def detector_class(method: str):
-    return DETECTORS[registry.get(method).kind]
+    """The detector that runs ``method``: its own (``Method.detector``, "module:Class") or its kind's."""
+    entry = registry.get(method)
+    if entry.detector:
+        module, name = entry.detector.split(":")
+        return getattr(importlib.import_module(module), name)
+    return DETECTORS[entry.kind]
 
 
 def resolve_data_dir(config) -> str:
@@ -245,7 +250,7 @@ def train_every_type(config, types: list[str], axes: dict | None = None,
     types their arithmetic mean (2020) or the harmonic mean of every section's figures (2021+). Returns the
     summary. The work directory is locked for the whole loop, and each type's run directory as any run's."""
     root = RunDir(resolve_workdir(config)).create()
-    with RunLock(root.path):
+    with distributed.primary_lock(root.path):
         edition = _common_edition(config, types)
         per_type, run_dirs = {}, {}
         for index, machine_type in enumerate(types):
@@ -260,7 +265,8 @@ def train_every_type(config, types: list[str], axes: dict | None = None,
                                                stop_after_epoch)
             run_dirs[machine_type] = type_config.workdir
         summary = report.summarise_types(per_type, run_dirs)
-        report.write_type_summary(root.path, summary)
+        if distributed.is_primary():
+            report.write_type_summary(root.path, summary)
     print("\n" + report.format_type_summary(summary))
     print(f"wrote {report.SUMMARY_MD}, {report.SUMMARY_CSV} and {report.SUMMARY_JSON} to {root}")
     return summary
@@ -301,17 +307,22 @@ def run_group(group: experiment.Group, run: RunDir, stop_after_epoch: int | None
     if progress is not None:
         with config.unlocked():
             config.progress = progress
-    if config.method == "vggish_ocsvm":  # fail at once, before any data work, when the model cannot be had
+    method = registry.get(config.method)
+    # fail at once, before any data work, when the pretrained VGGish cannot be had
+    if method.kind == "clip_vector" and vector_source(config.method) == "vggish":
         if str(config.features.get("channel", "mean")).strip().lower() != "mean":
-            raise ValueError(f"features.channel={config.features.channel!r} is not read by vggish_ocsvm (VGGish "
+            raise ValueError(f"features.channel={config.features.channel!r} is not read by {config.method} (VGGish "
                              "decodes the audio itself and averages the channels); leave it 'mean'")
         from asd_jax.embeddings.vggish import resolve_source
 
         resolve_source(config.vggish.handle)
     if data is not None and data.key and data.key != data_key(config):
         data = None  # given for other data settings (e.g. another edition): read this group's own
+    if distributed.multiprocess() and not issubclass(detector_class(config.method), SequenceDetector):
+        raise ValueError("--distributed trains the methods whose members train together on log-mel windows "
+                         f"(kind 'ensemble'); {config.method} runs on one process: drop --distributed")
     run.create()
-    with RunLock(run.path):
+    with distributed.primary_lock(run.path):  # several processes: process 0 locks and writes the run's files
         return _run_group_locked(group, run, config, stop_after_epoch, data)
 
 
@@ -321,17 +332,19 @@ def _run_group_locked(group: experiment.Group, run: RunDir, config, stop_after_e
     data = data or load_data(config)
     described = [m.describe() for m in group.members]
     continued = check_resumable(run, config, described)
-    run.save_config(config, data_dir=os.path.abspath(data.data_dir), test_data_dir=os.path.abspath(data.test_data_dir),
-                    num_fit_clips=len(data.fit), num_validation_clips=len(data.validation),
-                    num_test_clips=len(data.test), group=group.name, members=described, protocol=data.edition,
-                    protocol_reason=data.edition_reason)
+    distributed.barrier("asd_jax: run checked")  # every process read the old config before process 0 replaces it
+    if distributed.is_primary():
+        run.save_config(config, data_dir=os.path.abspath(data.data_dir),
+                        test_data_dir=os.path.abspath(data.test_data_dir), num_fit_clips=len(data.fit),
+                        num_validation_clips=len(data.validation), num_test_clips=len(data.test), group=group.name,
+                        members=described, protocol=data.edition, protocol_reason=data.edition_reason)
     members = [m.member() for m in group.members]
     print(f"{config.method} on {config.machine_type} ({data.edition}: {data.edition_reason}): {len(data.fit)} "
           f"training, {len(data.validation)} held-out normal and {len(data.test)} test clips from {data.data_dir}; "
           f"{_describe_members(group)}; run directory {run}" + (f" ({continued})" if continued else ""))
 
     detector = detector_class(config.method)(config, run, members, config.cache_dir or None)
-    oracle = data.test if registry.get(config.method).kind == "clip_vector" and config.ocsvm.select == "oracle" \
+    oracle = data.test if registry.get(config.method).section == "ocsvm" and config.ocsvm.select == "oracle" \
         else None
     kwargs = {"stop_after_epoch": stop_after_epoch} if stop_after_epoch is not None else {}
     skipped = detector.fit(data.fit, data.validation, oracle_clips=oracle, **kwargs)
@@ -392,11 +405,12 @@ def _run_group_locked(group: experiment.Group, run: RunDir, config, stop_after_e
     if getattr(detector, "test_tuned", False):
         results["test_tuned"] = True
         results["notes"].append("hyper-parameters chosen by test AUC (--ocsvm_select=oracle): TEST-TUNED")
-    report.write_run_outputs(run, results, files=test.paths, machine_ids=machine_ids, labels=labels,
-                             member_scores=test.values, member_names=names,
-                             validation=(validation.paths, [c.machine_id for c in validation_clips],
-                                         validation.values, [c.domain for c in validation_clips]),
-                             sections=[c.section for c in test_clips], domains=domains)
+    if distributed.is_primary():
+        report.write_run_outputs(run, results, files=test.paths, machine_ids=machine_ids, labels=labels,
+                                 member_scores=test.values, member_names=names,
+                                 validation=(validation.paths, [c.machine_id for c in validation_clips],
+                                             validation.values, [c.domain for c in validation_clips]),
+                                 sections=[c.section for c in test_clips], domains=domains)
     print(report.format_table(results))
     print(f"threshold: {source}")
     print(f"wrote results.json, scores.csv, report.md and plots to {run}")
@@ -561,6 +575,11 @@ def synth_config(config):
 
 def run(config, files: list[str] | None = None, axes: dict | None = None) -> dict | list:
     """Dispatch on ``config.mode``; ``axes`` are the swept values of a plain run (``--learning_rate=a,b``)."""
+    if distributed.multiprocess():
+        if config.mode not in ("train", "sweep"):
+            raise ValueError(f"--distributed runs --mode=train and --mode=sweep; run --mode={config.mode} as one "
+                             "process")
+        distributed.check_same(json.dumps(config.to_dict(), sort_keys=True, default=str), "settings")
     if config.mode == "synth":
         return synthesize(config)
     if config.mode == "score":

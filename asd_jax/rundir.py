@@ -20,6 +20,9 @@ class RunDir:
     CONFIG = "config.json"
     NORMALIZER = "normalizer.npz"
     OCSVM = "ocsvm.pkl"
+    KNN = "knn.pkl"  # a clip-vector kNN detector (scaler + backend)
+    CLASSES = "classes.json"  # the id classifier's classes and units
+    KNN_EMBEDDINGS = "knn_train_embeddings.npz"  # the id classifier's training embeddings, per member
     CHECKPOINTS = "checkpoints"
     CURVE = "train_curve.jsonl"
     CURVE_PLOT = "train_curve.png"

@@ -19,10 +19,9 @@ import ml_collections
 from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
 
-from asd_jax import experiment, pipeline
+from asd_jax import distributed, experiment, pipeline
 from asd_jax.evaluate import report
 from asd_jax.rundir import RunDir
-from asd_jax.runlock import RunLock
 
 SWEEP_JSON, SWEEP_CSV, SWEEP_MD, SWEEP_PLOT = "sweep.json", "sweep.csv", "sweep.md", "sweep_auc.png"
 CRITERION = "validation_error_mean"
@@ -60,7 +59,7 @@ def run(config: ml_collections.ConfigDict, stop_after_groups: int | None = None)
     members = experiment.expand(config, points)
     groups = experiment.group(members)
     root = RunDir(resolve_dir(config)).create()
-    with RunLock(root.path):
+    with distributed.primary_lock(root.path):  # several processes (--distributed): process 0 writes the tables
         return _run_locked(config, root, members, groups, stop_after_groups)
 
 
@@ -99,8 +98,9 @@ def _run_locked(config, root: RunDir, members: list[experiment.MemberSpec], grou
     summary = _summary(config, records, group_results, members)
     _write_json(root, summary)
     if all(r["status"] == "done" for r in records):
-        _write_tables(root, summary)
-        _plot(root.file(SWEEP_PLOT), summary)
+        if distributed.is_primary():
+            _write_tables(root, summary)
+            _plot(root.file(SWEEP_PLOT), summary)
         print(format_summary(summary))
         print(f"wrote {SWEEP_JSON}, {SWEEP_CSV}, {SWEEP_MD} and {SWEEP_PLOT} to {root}")
     return summary
@@ -115,7 +115,8 @@ def _same_group(run_dir: RunDir, group: experiment.Group) -> bool:
 
 
 def _write_json(root: RunDir, summary: dict) -> None:
-    root.write_json(SWEEP_JSON, report.jsonable(summary))
+    if distributed.is_primary():
+        root.write_json(SWEEP_JSON, report.jsonable(summary))
 
 
 def _figures(setting: dict) -> dict:

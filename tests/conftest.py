@@ -98,6 +98,8 @@ def tiny_config(method: str, data_dir: str, workdir: str, cache_dir: str, epochs
     config.lstm.hidden_size, config.lstm.frames = 8, 3
     config.gru_ae.hidden_size, config.gru_ae.frames, config.gru_ae.score_hop = 8, 4, 2
     config.dense_ae.hidden_size, config.dense_ae.bottleneck = 16, 4
+    config.id_classifier.frames, config.id_classifier.score_hop = 8, 4
+    config.id_classifier.channels, config.id_classifier.embedding_dim = "4,8", 8
     for section in registry.names("ensemble"):
         train = config[section].train
         train.epochs, train.batch_size, train.windows_per_clip, train.steps_per_call = epochs, 8, 2, 4

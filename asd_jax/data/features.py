@@ -7,6 +7,7 @@ index, so silent and near-silent clips (a dead microphone) are reported by name 
 from __future__ import annotations
 
 import concurrent.futures
+import contextlib
 import dataclasses
 import hashlib
 import itertools
@@ -177,7 +178,9 @@ def extract_features(
     below :data:`asd_jax.data.audio.QUIET_DBFS`) is kept, logged as a warning and listed in ``FeatureSet.quiet``,
     from the cache as well as on a fresh build. ``cache_root=""`` disables the cache (features are kept in memory).
     ``verify="full"`` checks a CRC of the whole array on load, ``"sample"`` (default) a CRC of up to 64 rows spread
-    over it plus the file size, which catches truncation at no cost.
+    over it plus the file size, which catches truncation at no cost. One process builds a cache folder at a time
+    (a file lock beside it): a concurrent caller of the same clips (another run, or another process of a
+    ``--distributed`` run) waits and then reads what it built.
     """
     paths = [str(p) for p in paths]
     use_cache = cache_root != ""
@@ -186,10 +189,40 @@ def extract_features(
     if use_cache and (cached := _load_cached(directory, key, verify)) is not None:
         cached.quiet = quiet_clips(cached.paths, cached.levels)
         return cached
+    if not use_cache:
+        return _build(paths, config, None, key, num_workers, progress, verify, description)
+    os.makedirs(directory, exist_ok=True)
+    with _build_lock(directory):
+        if (cached := _load_cached(directory, key, verify)) is not None:  # built while this caller waited
+            cached.quiet = quiet_clips(cached.paths, cached.levels)
+            return cached
+        return _build(paths, config, directory, key, num_workers, progress, verify, description)
 
+
+@contextlib.contextmanager
+def _build_lock(directory: str):
+    """An exclusive ``flock`` on ``<directory>.lock`` for one cache build (a no-op where file locks are
+    unsupported)."""
+    import fcntl
+
+    with open(directory + ".lock", "a") as handle:
+        try:
+            fcntl.flock(handle, fcntl.LOCK_EX)
+        except OSError as error:  # e.g. a filesystem without locks: build unguarded, as before
+            log.warning("no file lock for the feature cache %s (%s)", directory, error)
+        try:
+            yield
+        finally:
+            with contextlib.suppress(OSError):
+                fcntl.flock(handle, fcntl.LOCK_UN)
+
+
+def _build(paths: list[str], config: FeatureConfig, directory: str | None, key: str, num_workers: int | None,
+           progress: bool, verify: str, description: str) -> FeatureSet:
+    """Extract ``paths`` into the cache ``directory`` (None: in memory)."""
+    use_cache = directory is not None
     shape = (len(paths), config.num_frames, config.n_mels)
     if use_cache:
-        os.makedirs(directory, exist_ok=True)
         for name in (_INDEX_FILE, _DATA_FILE):  # the index goes first: a half-written cache is never valid
             if os.path.exists(os.path.join(directory, name)):
                 os.remove(os.path.join(directory, name))
@@ -279,7 +312,12 @@ class Normalizer:
         return ((features - self.mean) / self.std).astype(np.float32)
 
     def save(self, path: str) -> None:
-        np.savez(path, mean=self.mean, std=self.std)
+        """Write the statistics to ``path`` (in a multi-process run only process 0 writes: every process fits the
+        same statistics from the same clips)."""
+        from asd_jax import distributed
+
+        if distributed.is_primary():
+            np.savez(path, mean=self.mean, std=self.std)
 
     @classmethod
     def load(cls, path: str) -> "Normalizer":

@@ -119,14 +119,15 @@ def unavailable_message(handle: str, reason: str) -> str:
                   f"and keep {HANDLE_FLAG}={handle};") if _is_url(handle) else ""
     return (
         f"VGGish model not available from {handle!r}: {reason}.\n"
-        f"The method vggish_ocsvm needs the pretrained VGGish; nothing is substituted for it. To provide it:\n"
+        f"The VGGish methods (vggish_ocsvm, vggish_knn) need the pretrained VGGish; nothing is substituted for it. "
+        f"To provide it:\n"
         f"  * download the TF-Hub model {DEFAULT_HANDLE} on a machine with network access (a .tar.gz with "
         f"?tf-hub-format=compressed), unpack it into a folder holding saved_model.pb and variables/, and pass "
         f"{HANDLE_FLAG}=/path/to/that/folder;"
         f"{cache_hint}\n"
         f"  * or, with the Flax backend (--config.vggish.backend=flax), pass the original TF1 checkpoint "
         f"({CHECKPOINT_URL}) as {HANDLE_FLAG}=/path/to/vggish_model.ckpt;\n"
-        f"  * or run --method=logmel_ocsvm, which needs no pretrained weights.")
+        f"  * or run --method=logmel_ocsvm or logmel_knn, which need no pretrained weights.")
 
 
 def resolve_source(handle: str = DEFAULT_HANDLE, probe_timeout_s: float = 5.0) -> ModelSource:

@@ -1,4 +1,7 @@
-"""Write-up Method I as a detector: one vector per clip (VGGish embedding or log-mel statistics) -> OC-SVM."""
+"""Detectors on one vector per clip (VGGish embedding or log-mel statistics): write-up Method I (-> OC-SVM) and the
+kNN backend (``vggish_knn`` / ``logmel_knn``).
+
+A clip-vector method is named ``<source>_<detector>``: the source is ``vggish`` or ``logmel``."""
 
 from __future__ import annotations
 
@@ -7,13 +10,27 @@ import pickle
 from collections.abc import Sequence
 
 import numpy as np
+from sklearn.preprocessing import StandardScaler
 
 from asd_jax.config import split_list
 from asd_jax.data.dcase import Clip
 from asd_jax.data.features import FeatureConfig, extract_features
+from asd_jax.data import dcase
 from asd_jax.methods import ocsvm
 from asd_jax.methods.base import Detector, Scores
+from asd_jax.methods.knn import ANY_UNIT, KNNBackend
 from asd_jax.rundir import RunDir
+
+SOURCES = ("vggish", "logmel")
+
+
+def vector_source(method: str) -> str:
+    """'vggish' or 'logmel': where a clip-vector method's vectors come from."""
+    source = method.split("_")[0]
+    if source not in SOURCES:
+        raise ValueError(f"method {method!r}: a clip-vector method is named <source>_<detector>, source one of "
+                         f"{', '.join(SOURCES)}")
+    return source
 
 
 class OCSVMDetector(Detector):
@@ -31,9 +48,11 @@ class OCSVMDetector(Detector):
         self.pipeline = None
         self.extra_results: dict = {}
 
+    pooling_section = "ocsvm"
+
     def vectors(self, paths: list[str], description: str) -> tuple[np.ndarray, list[str], list[dict]]:
         """(clip vectors [n, dims], paths that loaded, skipped clips)."""
-        if self.config.method == "logmel_ocsvm":
+        if vector_source(self.config.method) == "logmel":
             extracted = extract_features(paths, FeatureConfig(**self.config.features.to_dict()), self.cache_root,
                                          self.config.num_workers or None, self.config.progress,
                                          f"log-mel ({description})")
@@ -43,7 +62,7 @@ class OCSVMDetector(Detector):
 
         vggish = self.config.vggish
         embedded = clip_embeddings(paths, handle=vggish.handle, backend=vggish.backend,
-                                   pooling=self.config.ocsvm.pooling, cache_root=self.cache_root,
+                                   pooling=self.config[self.pooling_section].pooling, cache_root=self.cache_root,
                                    batch_size=vggish.batch_size, progress=self.config.progress,
                                    duration_s=self.config.features.duration_s)
         return embedded.vectors, embedded.paths, embedded.skipped
@@ -87,4 +106,49 @@ class OCSVMDetector(Detector):
                                     f"(python launch.py --method={config.method} --workdir={run})")
         with open(path, "rb") as handle:
             detector.pipeline = pickle.load(handle)
+        return detector
+
+
+class KNNVectorDetector(OCSVMDetector):
+    """Clip vectors -> ``StandardScaler`` (fit on the training clips; ``knn.standardize``) -> the cosine kNN
+    backend per unit (:mod:`asd_jax.methods.knn`): ``vggish_knn`` and ``logmel_knn``."""
+
+    pooling_section = "knn"
+
+    def fit(self, clips: list[Clip], validation_clips: Sequence[Clip] = (),
+            oracle_clips: Sequence[Clip] | None = None) -> list[dict]:
+        del validation_clips, oracle_clips  # nothing is tuned
+        settings = self.config.knn
+        vectors, kept, skipped = self.vectors([c.path for c in clips], "train")
+        if not kept:
+            raise ValueError("none of the training clips could be read; see the skipped files above")
+        by_path = {c.path: c for c in clips}
+        self.scaler = StandardScaler().fit(vectors) if settings.standardize else None
+        self.knn = KNNBackend(int(settings.k)).fit(self._scaled(vectors), [by_path[p].section for p in kept])
+        with open(self.run.file(RunDir.KNN), "wb") as handle:
+            pickle.dump({"scaler": self.scaler, "knn": self.knn}, handle)
+        self.extra_results = {"knn": {"k": int(settings.k), "standardize": bool(settings.standardize),
+                                      "train_clips": len(kept)}}
+        return skipped
+
+    def _scaled(self, vectors: np.ndarray) -> np.ndarray:
+        return self.scaler.transform(vectors) if self.scaler is not None else vectors
+
+    def score(self, paths: list[str], description: str = "scoring") -> Scores:
+        vectors, kept, skipped = self.vectors(paths, description)
+        if not kept:
+            return Scores(np.zeros((1, 0)), kept, skipped)
+        units = [found[0] if found else ANY_UNIT for found in map(dcase.unit_of, kept)]
+        return Scores(self.knn.score(self._scaled(vectors), units)[None, :], kept, skipped)
+
+    @classmethod
+    def restore(cls, config, run: RunDir, members=()) -> "KNNVectorDetector":
+        detector = cls(config, run, members, cache_root="")
+        path = run.file(RunDir.KNN)
+        if not os.path.exists(path):
+            raise FileNotFoundError(f"no trained kNN backend at {path}: train a run there first "
+                                    f"(python launch.py --method={config.method} --workdir={run})")
+        with open(path, "rb") as handle:
+            saved = pickle.load(handle)
+        detector.scaler, detector.knn = saved["scaler"], saved["knn"]
         return detector

@@ -20,7 +20,7 @@ from collections.abc import Callable
 import jax.numpy as jnp
 import ml_collections
 
-from asd_jax.models import dense_ae, gru_autoencoder, lstm_predictor
+from asd_jax.models import dense_ae, gru_autoencoder, id_classifier, lstm_predictor
 from asd_jax.train.ensemble import WindowModel
 
 KINDS = ("ensemble", "clip_vector")
@@ -48,7 +48,8 @@ class Method:
     Flax module, ``window_length(section)`` the frames per training window, ``flops_per_window(section, mels)`` the
     forward + backward matmul FLOPs of one window (3x forward), and ``errors(module, variables, batch, train)`` the
     per-window error [B] (the loss and the score) and the updated batch statistics (or None);
-    ``init_inputs(sample_batch)`` gives the keyword arguments of ``module.init`` (default: ``frames=`` the windows)."""
+    ``init_inputs(sample_batch)`` gives the keyword arguments of ``module.init`` (default: ``frames=`` the windows);
+    ``detector`` names a detector class of its own ("module:Class") when the kind's default does not fit."""
 
     name: str
     summary: str
@@ -62,6 +63,7 @@ class Method:
     errors: Callable | None = None
     init_inputs: Callable[[dict], dict] | None = None
     labels: str | None = None
+    detector: str = ""  # "module:Class" of a detector of its own; default: the kind's (pipeline.DETECTORS)
 
     def __post_init__(self):
         if self.kind not in KINDS:
@@ -204,3 +206,35 @@ register(Method("vggish_ocsvm", "VGGish embeddings (TF-Hub or the Flax port) -> 
                 "clip_vector", "ocsvm", _ocsvm_config, extra_sections=("vggish",)))
 register(Method("logmel_ocsvm", "per-bin log-mel mean and std -> StandardScaler -> OneClassSVM",
                 "clip_vector", "ocsvm", _ocsvm_config))
+
+
+def _classifier_config():  # a machine-id classifier with an angular-margin head (the field's leading family)
+    return ml_collections.ConfigDict(dict(
+        frames=64, score_hop=16, channels="16,32,64,128", embedding_dim=128,
+        loss="arcface", margin=0.5, scale=30.0, subclusters=1,  # ArcFace's m and s; adacos sets s itself
+        classes="unit", backend="knn", knn_k=1,
+        mixup_alpha=0.0, time_masks=0, time_mask_frames=8, freq_masks=0, freq_mask_bins=16,
+        train=train_section(20, 64, 1e-3, windows_per_clip=8)))
+
+
+register(Method(
+    "id_classifier", "a CNN tells the machine ids (sections, attributes) of normal clips apart with an ArcFace / "
+    "AdaCos head; score: kNN cosine distance to the clip's own unit, or -log p(unit)",
+    "ensemble", "id_classifier", _classifier_config,
+    build_model=lambda section: id_classifier.build_module(section),
+    window_length=lambda section: section.frames,
+    flops_per_window=id_classifier.conv_flops,
+    errors=id_classifier.classifier_errors,
+    init_inputs=lambda sample: {"frames": sample["windows"], "train": False},
+    labels="class", detector="asd_jax.methods.classifier:ClassifierDetector"))
+
+
+def _knn_config():  # clip vectors -> (StandardScaler) -> per-unit cosine kNN
+    return ml_collections.ConfigDict(dict(k=1, standardize=True, pooling="mean"))
+
+
+register(Method("vggish_knn", "VGGish embeddings -> StandardScaler -> cosine kNN to the clip's own unit",
+                "clip_vector", "knn", _knn_config, extra_sections=("vggish",),
+                detector="asd_jax.methods.clip_vectors:KNNVectorDetector"))
+register(Method("logmel_knn", "per-bin log-mel mean and std -> StandardScaler -> cosine kNN to the clip's own unit",
+                "clip_vector", "knn", _knn_config, detector="asd_jax.methods.clip_vectors:KNNVectorDetector"))

@@ -60,6 +60,14 @@ class SequenceDetector(Detector):
         self.quiet += extracted.quiet
         return extracted
 
+    def train_labels(self, clips: Sequence[Clip]) -> np.ndarray | None:
+        """Each training clip's class label [N] for a method that learns classes (``Method.labels``); None here."""
+        return None
+
+    def score_labels(self, paths: Sequence[str]) -> np.ndarray | None:
+        """The label each scored clip's windows carry (e.g. its unit), or None."""
+        return None
+
     def fit(self, clips: list[Clip], validation_clips: Sequence[Clip] = (), stop_after_epoch: int | None = None,
             oracle_clips=None) -> list[dict]:
         del oracle_clips  # nothing here is chosen on test labels
@@ -69,16 +77,21 @@ class SequenceDetector(Detector):
         self.normalizer = Normalizer.fit(extracted.features)
         self.normalizer.save(self.run.file(RunDir.NORMALIZER))
         device_features = _normalise_on_device(extracted.features, self.normalizer)
+        by_path = {c.path: c for c in clips}
+        labels = self.train_labels([by_path[p] for p in extracted.paths])
+        self.train_features, self.train_paths = device_features, list(extracted.paths)
         validate, skipped = None, list(extracted.skipped)
         if validation_clips:
             held_out = self._extract([c.path for c in validation_clips], "held-out normals")
             skipped += held_out.skipped
             if len(held_out.paths):
                 held_out_features = _normalise_on_device(held_out.features, self.normalizer)
-                validate = lambda states: ensemble.score_clips(self.score_fn, states, held_out_features).mean(axis=1)
+                held_out_labels = self.score_labels(held_out.paths)
+                validate = lambda states: ensemble.score_clips(self.score_fn, states, held_out_features,
+                                                               labels=held_out_labels).mean(axis=1)
         result = ensemble.train_ensemble(
             self.model, self.members, device_features, self.train_config, self.run, self.config.progress,
-            stop_after_epoch, validate=validate)
+            stop_after_epoch, labels=None if labels is None else jax.device_put(labels), validate=validate)
         self.states, self.history, self.compiles = result.states, result.history, result.compiles
         self.diverged = result.diverged
         finite = np.asarray(self.states.finite)
@@ -90,12 +103,17 @@ class SequenceDetector(Detector):
     def score(self, paths: list[str], description: str = "scoring") -> Scores:
         extracted = self._extract(paths, description)
         values = ensemble.score_clips(self.score_fn, self.states, extracted.features, self.normalizer,
-                                      progress=self.config.progress, description=description)
+                                      labels=self.score_labels(extracted.paths), progress=self.config.progress,
+                                      description=description)
         return Scores(values, extracted.paths, extracted.skipped)
+
+    def load_extras(self) -> None:
+        """Read what a subclass saved beside the checkpoints (before the states are restored)."""
 
     @classmethod
     def restore(cls, config, run: RunDir, members: Sequence[ensemble.Member]) -> "SequenceDetector":
         detector = cls(config, run, members, cache_root="")
+        detector.load_extras()
         detector.normalizer = Normalizer.load(run.file(RunDir.NORMALIZER))
         optimizer = detector.train_config.make_optimizer(1)  # the structure only: the values are in the checkpoint
         detector.states = ensemble.restore_states(run, detector.model, detector.members, detector.features.n_mels,

@@ -30,8 +30,15 @@ them when the manager opens (``cleanup_tmp_directories``), which assumes one wri
 Damaged steps are moved, not deleted, to ``<directory>/corrupt/<step>-<UTC time>/`` (with a ``reason.txt``) once an
 older step has restored: deleting could destroy a checkpoint that failed only transiently (a network filesystem
 hiccup) and the evidence of what went wrong; leaving it in place would make Orbax refuse to save that step again,
-and ``max_to_keep`` would count it. When no step restores nothing is moved. Single-process only (the checksums
-need every array fully addressable on this host).
+and ``max_to_keep`` would count it. When no step restores nothing is moved.
+
+Over several processes (:mod:`asd_jax.distributed`) every process calls :meth:`Checkpoints.save` and
+:meth:`Checkpoints.restore_latest`: Orbax's multi-host mode writes each process's shards and process 0 finalises the
+step; after a barrier process 0 writes the file manifest, and a second barrier keeps every process from going on
+before the step is sealed. Every process verifies what it restores, and a step counts as restored only when it does
+on every process (one damaged view skips the step everywhere, so no process trains from another step); process 0
+alone moves damaged steps aside. The leaf checksums gather arrays spread over processes
+(``multihost_utils.process_allgather``), so they are the same on every process count.
 
 A failed Orbax restore leaves echoes behind (page-long "Exception ignored in coroutine" reports and "Event loop is
 closed" errors from TensorStore threads, at unpredictable later times); the first restore installs a process-wide
@@ -54,6 +61,8 @@ import jax
 import numpy as np
 import orbax.checkpoint as ocp
 import tensorstore as ts
+
+from asd_jax import distributed
 
 log = logging.getLogger(__name__)
 
@@ -127,7 +136,10 @@ class Checkpoints:
         self._manager.wait_until_finished()
         if not saved:
             raise CheckpointError(f"Orbax declined to save step {step} in {self.directory}")
-        _write_file_manifest(self.step_dir(step))
+        distributed.barrier(f"asd_jax: checkpoint {step} committed")  # every process's shards are in place
+        if distributed.is_primary():
+            _write_file_manifest(self.step_dir(step))
+        distributed.barrier(f"asd_jax: checkpoint {step} sealed")
 
     def restore_latest(self, like: Any) -> tuple[int | None, Any]:
         """(step, state) of the newest checkpoint that restores and verifies; (None, None) when there is none.
@@ -146,19 +158,25 @@ class Checkpoints:
         skipped: list[tuple[int, str, bool]] = []
         for step in reversed(steps):
             try:
-                state = self._restore(step, expected, abstract)
-            except _Unrestorable as error:
+                state, error = self._restore(step, expected, abstract), None
+            except _Unrestorable as caught:
+                error = caught
+            if not distributed.all_agree(error is None) and error is None:  # several processes: all or none
+                error = _Unrestorable("another process could not restore it (see that process's log)")
+            if error is not None:
                 log.warning("skipping checkpoint %s: %s", self.step_dir(step), error)
                 skipped.append((step, str(error), isinstance(error, _Unfinished)))
                 continue
             for bad_step, reason, _ in skipped:
                 self._move_aside(bad_step, reason)
             if skipped:
+                distributed.barrier("asd_jax: damaged checkpoints moved aside")
                 self._manager.reload()
             return step, state
         if all(unfinished for _, _, unfinished in skipped):  # only saves killed before they were sealed
             for bad_step, reason, _ in skipped:
                 self._move_aside(bad_step, reason)
+            distributed.barrier("asd_jax: unfinished checkpoints moved aside")
             self._manager.reload()
             return None, None
         details = "; ".join(f"step {s}: {reason}" for s, reason, _ in skipped)
@@ -195,7 +213,7 @@ class Checkpoints:
         return manifest["leaves"]
 
     def _move_aside(self, step: int, reason: str) -> None:
-        if self.read_only:
+        if self.read_only or not distributed.is_primary():
             return
         stamp = datetime.datetime.now(datetime.timezone.utc).strftime("%Y%m%dT%H%M%S%fZ")
         target = os.path.join(self.directory, _CORRUPT_DIR, f"{step}-{stamp}")
@@ -263,7 +281,7 @@ def _check_file_manifest(step_dir: str) -> None:
 def _leaf_bytes(leaf: Any) -> np.ndarray:
     if isinstance(leaf, jax.Array) and jax.dtypes.issubdtype(leaf.dtype, jax.dtypes.prng_key):
         leaf = jax.random.key_data(leaf)
-    return np.ascontiguousarray(np.asarray(jax.device_get(leaf))).reshape(-1).view(np.uint8)
+    return np.ascontiguousarray(distributed.to_host(leaf)).reshape(-1).view(np.uint8)
 
 
 def _crc32(leaf: Any) -> int:

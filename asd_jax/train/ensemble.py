@@ -26,6 +26,7 @@ import numpy as np
 import optax
 from flax import struct
 
+from asd_jax import distributed
 from asd_jax.progress import bar as progress_bar
 from asd_jax.progress import resolve_mode as progress_mode
 from asd_jax.progress import write as write_line
@@ -113,7 +114,9 @@ def init_states(model: WindowModel, members: Sequence[Member], mels: int,
 
 @dataclasses.dataclass(frozen=True)
 class Layout:
-    """How the members of one program spread over the local devices, and how a program maps over them.
+    """How the members of one program spread over the devices, and how a program maps over them. The devices are
+    this process's (``jax.local_devices()``), or every process's (``jax.devices()``) in a multi-process run
+    (:mod:`asd_jax.distributed`), where each process holds its devices' part of the sharded arrays.
 
     * ``members`` >= devices: the member axis is sharded over all devices (``Mesh`` + ``NamedSharding`` on a
       'members' axis, features replicated); when the count does not divide, the axis is padded with masked members
@@ -158,12 +161,14 @@ MEMBER_MAPS = ("auto", "vmap", "map")
 
 def plan_layout(num_members: int, batch_size: int, member_map: str = "auto", devices=None) -> Layout:
     """The :class:`Layout` of ``num_members`` members with batches of ``batch_size`` on ``devices`` (default: all
-    local devices)."""
+    local devices; every process's devices when there are several processes)."""
     from jax.sharding import Mesh
 
     if member_map not in MEMBER_MAPS:
         raise ValueError(f"member_map={member_map!r}: choose one of {', '.join(MEMBER_MAPS)}")
-    devices = list(devices if devices is not None else jax.local_devices())
+    if devices is None:
+        devices = jax.devices() if jax.process_count() > 1 else jax.local_devices()
+    devices = list(devices)
     if member_map == "auto":
         member_map = "map" if devices[0].platform == "cpu" and len(devices) == 1 else "vmap"
     if len(devices) < 2:
@@ -176,13 +181,16 @@ def plan_layout(num_members: int, batch_size: int, member_map: str = "auto", dev
 
 def place(states: MemberState, features: jax.Array, layout: Layout | None = None) -> tuple[MemberState, jax.Array]:
     """Pad the member axis of ``states`` to ``layout.padded`` with masked copies of member 0, spread it over the
-    devices and replicate ``features`` (a no-op on one device)."""
+    devices and replicate ``features`` (a no-op on one device). Over several processes every process passes the
+    same full ``states`` and ``features`` and each device gets its part (:func:`asd_jax.distributed.to_global`)."""
     layout = layout or plan_layout(int(states.step.shape[0]), 1, "vmap")
     extra = layout.padded - int(states.step.shape[0])
     if extra:
         states = jax.tree.map(lambda x: jnp.concatenate([x, jnp.repeat(x[:1], extra, axis=0)]), states)
     if layout.mesh is None:
         return states, features
+    if layout.mesh.is_multi_process:
+        return distributed.to_global(states, layout.member_sharding), distributed.to_global(features, layout.replicated)
     return jax.device_put(states, layout.member_sharding), jax.device_put(features, layout.replicated)
 
 
@@ -193,17 +201,30 @@ def unpad(tree, layout: Layout):
     return jax.tree.map(lambda x: x[: layout.members], tree)
 
 
+def gathered(states: MemberState, layout: Layout, keep_shards: bool = False) -> MemberState:
+    """The real members' states (:func:`unpad`). Over several processes they are also replicated on every device,
+    so that each process holds them whole (for the host and for scoring), unless ``keep_shards`` and no member was
+    padded: then they stay spread over the processes as they are (for a checkpoint: Orbax writes each process's
+    shards)."""
+    if layout.mesh is None or not layout.mesh.is_multi_process:
+        return unpad(states, layout)
+    if keep_shards and layout.padded == layout.members:
+        return states
+    return jax.jit(lambda tree: unpad(tree, layout), out_shardings=layout.replicated)(states)
+
+
 def sample_windows(key: jax.Array, features: jax.Array, batch_size: int, window_length: int,
                    labels: jax.Array | None = None) -> dict:
     """A batch of random windows gathered on the device from features [N, T, mels]:
-    ``{"windows": [B, window_length, mels]}``, plus ``"labels": [B]`` (the window's clip label) when ``labels``
-    [N] is given."""
+    ``{"windows": [B, window_length, mels], "key": a PRNG key}``, plus ``"labels": [B]`` (the window's clip label)
+    when ``labels`` [N] is given. ``key`` is the step's own key for augmentation inside the model's error (mixup,
+    masking); it does not change which windows are drawn."""
     clip_key, start_key = jax.random.split(key)
     num_clips, num_frames, mels = features.shape
     clips = jax.random.randint(clip_key, (batch_size,), 0, num_clips)
     starts = jax.random.randint(start_key, (batch_size,), 0, num_frames - window_length + 1)
     slice_one = lambda c, s: jax.lax.dynamic_slice(features, (c, s, 0), (1, window_length, mels))[0]
-    batch = {"windows": jax.vmap(slice_one)(clips, starts)}
+    batch = {"windows": jax.vmap(slice_one)(clips, starts), "key": jax.random.fold_in(key, 1)}
     if labels is not None:
         batch["labels"] = labels[clips]
     return batch
@@ -213,7 +234,7 @@ def _all_finite(tree) -> jax.Array:
     return jnp.all(jnp.asarray([jnp.all(jnp.isfinite(leaf)) for leaf in jax.tree.leaves(tree)]))
 
 
-def _variables(state: MemberState) -> dict:
+def member_variables(state: MemberState) -> dict:
     variables = {"params": state.params}
     if state.batch_stats is not None:
         variables["batch_stats"] = state.batch_stats
@@ -233,7 +254,7 @@ def make_train_fn(model: WindowModel, batch_size: int, steps_per_call: int, layo
             batch["windows"] = jax.lax.with_sharding_constraint(batch["windows"], layout.window_sharding)
 
         def loss_fn(params):
-            errors, batch_stats = model.errors(_variables(state.replace(params=params)), batch, True)
+            errors, batch_stats = model.errors(member_variables(state.replace(params=params)), batch, True)
             return jnp.mean(errors), batch_stats
 
         (loss, batch_stats), grads = jax.value_and_grad(loss_fn, has_aux=True)(state.params)
@@ -267,7 +288,7 @@ def make_score_fn(model: WindowModel, hop: int, num_frames: int):
         batch = {"windows": windows.reshape(-1, length, clips.shape[-1])}
         if labels is not None:
             batch["labels"] = jnp.repeat(labels, len(starts))
-        errors, _ = model.errors(_variables(state), batch, False)
+        errors, _ = model.errors(member_variables(state), batch, False)
         return errors.reshape(clips.shape[0], -1).mean(axis=1)
 
     return jax.jit(jax.vmap(member_scores, in_axes=(0, None, None)))
@@ -277,7 +298,8 @@ def score_clips(score_fn, states: MemberState, features, normalizer=None, labels
                 chunk: int = 8, progress: bool = False, description: str = "scoring") -> np.ndarray:
     """Scores [E, N] of features [N, T, mels] (host arrays, normalised here with ``normalizer`` one chunk at a time,
     or already normalised device arrays with ``normalizer=None``). Chunks are padded to ``chunk`` clips so one
-    compiled program scores them all."""
+    compiled program scores them all. States spread over several processes score every chunk together (each process
+    passes the same chunk) and every process gets all the scores."""
     num_clips = len(features)
     outputs = []
     for start in progress_bar(range(0, num_clips, chunk), desc=description, unit="chunk", enabled=progress):
@@ -290,7 +312,8 @@ def score_clips(score_fn, states: MemberState, features, normalizer=None, labels
         if labels is not None:
             block_labels = np.zeros(chunk, np.int32)
             block_labels[:count] = labels[start:start + count]
-        outputs.append(np.asarray(score_fn(states, jnp.asarray(block), block_labels))[:, :count])
+        inputs = distributed.like((jnp.asarray(block), block_labels), states.step)
+        outputs.append(distributed.to_host(score_fn(states, *inputs))[:, :count])
     if not outputs:
         return np.zeros((jax.tree.leaves(states.step)[0].shape[0], 0), np.float32)
     return np.concatenate(outputs, axis=1)
@@ -356,11 +379,21 @@ def train_ensemble(
     ``validate_every_epochs`` epochs and after the last; its values go into the curve. Checkpoints (Orbax) go to
     ``run``'s checkpoint folder every ``checkpoint_every_epochs`` epochs and at the end; the curve goes to its
     ``train_curve.jsonl`` and TensorBoard events, one folder per member.
+
+    Over several processes (:mod:`asd_jax.distributed`) every process calls this with the same arguments; the
+    members spread over every process's devices, every process takes part in the checkpoints, and only process 0
+    writes the curve and the events.
     """
     num_clips, _, mels = features.shape
     steps_per_call, steps_per_epoch = config.schedule_steps(num_clips)
     optimizer = config.make_optimizer(num_clips)
     states = init_states(model, members, mels, optimizer)
+    layout = plan_layout(len(members), config.batch_size, config.member_map)
+    several = layout.mesh is not None and layout.mesh.is_multi_process
+    primary = distributed.is_primary()
+    if several:  # restored straight onto every process's devices; labels replicated as the features
+        states = distributed.to_global(states, layout.replicated)
+        labels = None if labels is None else distributed.to_global(labels, layout.replicated)
     checkpoints = Checkpoints(run.checkpoints_dir) if run else None
     first_epoch, history = 0, []
     if checkpoints is not None:
@@ -372,15 +405,18 @@ def train_ensemble(
                                  "asked for: pass another --workdir to train fewer")
             first_epoch, states = restored_epoch, restored
             log.info("resumed %s from the checkpoint of epoch %d in %s", model.name, first_epoch, run)
-        history = run.read_curve(first_epoch)  # epochs after the checkpoint (or all, without one) were lost
-    layout = plan_layout(len(members), config.batch_size, config.member_map)
+        # epochs after the checkpoint (or all, without one) were lost: process 0 drops them, then the others read
+        history = run.read_curve(first_epoch) if primary else []
+        distributed.barrier("asd_jax: training curve read")
+        if not primary:
+            history = [record for record in run.read_curve() if record["epoch"] <= first_epoch]
     states, features = place(states, features, layout)
     train_fn = make_train_fn(model, config.batch_size, steps_per_call, layout)
     calls = steps_per_epoch // steps_per_call
     real = len(members)  # padded (masked) members, if any, come after the real ones and are dropped
-    was_finite = np.asarray(states.finite)[:real]
+    was_finite = distributed.to_host(states.finite)[:real]
     names = [m.name for m in members]
-    writer = CurveWriter(run.tensorboard_dir, names, first_epoch) if run else None
+    writer = CurveWriter(run.tensorboard_dir, names, first_epoch) if run and primary else None
 
     for epoch in range(first_epoch + 1, config.epochs + 1):
         started = time.perf_counter()
@@ -398,13 +434,13 @@ def train_ensemble(
             pending = losses
         loss_sum += _finish(pending, bar)
         bar.close()
-        finite = np.asarray(states.finite)[:real]
+        finite = distributed.to_host(states.finite)[:real]
         record = {"epoch": epoch, "step": epoch * steps_per_epoch, "seconds": round(time.perf_counter() - started, 3),
                   "loss": [float(v) for v in loss_sum / calls], "finite": finite.tolist(), "members": names}
         if first_step is not None:
-            record["first_step_loss"] = [float(v) for v in np.asarray(first_step)]
+            record["first_step_loss"] = [float(v) for v in distributed.to_host(first_step)]
         if validate is not None and (epoch % config.validate_every_epochs == 0 or epoch == config.epochs):
-            record["validation_error"] = [float(v) for v in np.asarray(validate(states))[:real]]
+            record["validation_error"] = [float(v) for v in distributed.to_host(validate(states))[:real]]
         history.append(record)
         for index in np.flatnonzero(was_finite & ~finite):
             log.warning("member %s hit a non-finite loss in epoch %d: frozen at its last finite parameters",
@@ -415,17 +451,19 @@ def train_ensemble(
                        + (f", held-out error {_describe(record['validation_error'], finite)}"
                           if "validation_error" in record else "") + f" ({record['seconds']:.1f} s)")
         if run is not None:
-            run.append_curve(record)
-            writer.write(record)
+            if primary:
+                run.append_curve(record)
+                writer.write(record)
             if epoch % config.checkpoint_every_epochs == 0 or epoch == config.epochs:
-                checkpoints.save(epoch, unpad(states, layout))  # the real members only: any device count resumes
+                # the real members only: any device (or process) count resumes
+                checkpoints.save(epoch, gathered(states, layout, keep_shards=True))
         if stop_after_epoch is not None and epoch >= stop_after_epoch:
             break
     if checkpoints is not None:
         checkpoints.close()
     if writer is not None:
         writer.close()
-    return TrainResult(unpad(states, layout), history, train_fn._cache_size(), diverged_members(history))
+    return TrainResult(gathered(states, layout), history, train_fn._cache_size(), diverged_members(history))
 
 
 DIVERGENCE_FACTOR = 10.0
@@ -457,7 +495,7 @@ def diverged_members(history: Sequence[dict], factor: float = DIVERGENCE_FACTOR)
 
 
 def _finish(losses: jax.Array, bar) -> np.ndarray:
-    values = np.asarray(losses)
+    values = distributed.to_host(losses)
     bar.update()
     bar.set_postfix(loss=f"{np.nanmean(values[-1]):.4f}")
     return np.mean(values, axis=0)

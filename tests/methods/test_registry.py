@@ -48,8 +48,9 @@ def toy():
 
 def test_builtin_methods_are_registered_with_their_sections():
     config = get_config()
-    assert set(registry.names()) >= {"lstm", "gru_ae", "dense_ae", "vggish_ocsvm", "logmel_ocsvm"}
-    assert registry.names("ensemble") == ("lstm", "gru_ae", "dense_ae")
+    assert set(registry.names()) >= {"lstm", "gru_ae", "dense_ae", "id_classifier", "vggish_ocsvm", "logmel_ocsvm",
+                                     "vggish_knn", "logmel_knn"}
+    assert registry.names("ensemble") == ("lstm", "gru_ae", "dense_ae", "id_classifier")
     for method in registry.methods():
         assert all(section in config for section in method.reads), method.name
     assert registry.get("lstm").window_length(config.lstm) == config.lstm.frames + 1

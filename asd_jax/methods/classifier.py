@@ -1,0 +1,173 @@
+"""``--method=id_classifier``: learn to tell the classes of normal training clips apart; score how badly a clip fits.
+
+The classes are the units DCASE scores (machine ids in 2020, sections from 2021) or, with
+``classes=unit_attributes``, each unit's attribute combinations (2021+ names and attribute files carry them). The
+model (:mod:`asd_jax.models.id_classifier`) trains on the ensemble trainer like every other method: members are
+seeds and shape-free optimiser values in one compiled program, windows (log-mel patches of ``frames`` frames) are
+drawn on the device and carry their clip's class; mixup and SpecAugment-style masks run inside the step.
+
+Scores (``backend``):
+
+* ``knn`` (default): the cosine distance of a clip's mean embedding (each window's embedding L2-normalised, then
+  averaged and normalised again) to the nearest ``knn_k`` training clips of its unit (:mod:`asd_jax.methods.knn`);
+* ``neg_log_prob``: minus the log-probability of the clip's unit (the sum of its classes' probabilities), averaged
+  over the clip's windows.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Sequence
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from asd_jax import distributed
+from asd_jax.data import dcase
+from asd_jax.methods.base import Scores
+from asd_jax.methods.knn import ANY_UNIT, KNNBackend
+from asd_jax.methods.sequence import SequenceDetector
+from asd_jax.models import id_classifier as model_lib
+from asd_jax.rundir import RunDir
+from asd_jax.train import ensemble
+
+
+
+# ---------------------------------------------------------------------------------------------------------- classes
+
+
+def class_key(clip: dcase.Clip, mode: str) -> str:
+    if mode == "unit":
+        return clip.section
+    attributes = ",".join(f"{k}={v}" for k, v in sorted(clip.attributes.items()))
+    return f"{clip.section}|{attributes}"
+
+
+def training_classes(clips: Sequence[dcase.Clip], mode: str, machine_type: str = "") -> tuple[list[str], list[str]]:
+    """(classes, units): the sorted classes of the training clips and the sorted units; refuses data with one class
+    or, for ``unit_attributes``, clips without attributes."""
+    if mode == "unit_attributes":
+        bare = [c for c in clips if not c.attributes]
+        if bare:
+            raise ValueError(f"id_classifier.classes=unit_attributes needs every training clip's attributes; "
+                             f"{bare[0].path} has none (2020 and raw MIMII names carry no attributes): use "
+                             "--config.id_classifier.classes=unit")
+    classes = sorted({class_key(c, mode) for c in clips})
+    units = sorted({c.section for c in clips})
+    if len(classes) < 2:
+        what = "machine id" if mode == "unit" else "class"
+        raise ValueError(
+            f"id_classifier learns to tell classes of normal clips apart, but the training clips of "
+            f"{machine_type or 'this machine type'} hold only one {what} ({classes[0] if classes else 'none'}). "
+            "Give it several: every machine id (leave --machine_ids empty), --config.id_classifier.classes="
+            "unit_attributes on 2021+ data with attributes, or --machine_type=all with several machine ids per "
+            "type; or use a method that needs no classes (--method=dense_ae, lstm, gru_ae, logmel_knn).")
+    return classes, units
+
+
+class ClassifierDetector(SequenceDetector):
+    """The id classifier on the ensemble trainer, with the kNN or negative-log-probability score."""
+
+    def __init__(self, config, run: RunDir, members, cache_root: str | None = None):
+        super().__init__(config, run, members, cache_root)
+        self.classes: list[str] | None = None
+        self.units: list[str] = []
+        self.knn: list[KNNBackend] = []
+        self._embed_fn = None
+
+    # the classes decide the head's shape: the model is built once they are known
+    def _set_classes(self, classes: list[str], units: list[str]) -> None:
+        self.classes, self.units = list(classes), list(units)
+        unit_index = {u: i for i, u in enumerate(self.units)}
+        class_units = [unit_index[c.split("|")[0]] for c in self.classes]
+        module = model_lib.build_module(self.section, self.classes, class_units)
+        self.model = ensemble.WindowModel(
+            self.method.name, self.model.window_length, init=lambda key, mels: module.init(
+                key, jnp.zeros((2, self.model.window_length, mels)), train=False),
+            errors=lambda variables, batch, train: model_lib.classifier_errors(module, variables, batch, train))
+        self.module = module
+        self._score_fn = self._embed_fn = None
+
+    def train_labels(self, clips: Sequence[dcase.Clip]) -> np.ndarray:
+        index = {c: i for i, c in enumerate(self.classes)}
+        self.train_units = [c.section for c in clips]  # the kNN backend's units, in the order of the features
+        return np.asarray([index[class_key(c, self.section.classes)] for c in clips], np.int32)
+
+    def score_labels(self, paths: Sequence[str]) -> np.ndarray:
+        """Each clip's unit index (-1: a unit not trained on, or a name that names none)."""
+        index = {u: i for i, u in enumerate(self.units)}
+        return np.asarray([index.get(unit, -1) for unit in _units(paths)], np.int32)
+
+    @property
+    def embed_fn(self):
+        """``embed(states, clips [n, T, mels], labels) -> [E, n, D]``: each clip's normalised mean embedding."""
+        if self._embed_fn is None:
+            module, length = self.module, self.model.window_length
+            starts = jnp.arange(0, self.features.num_frames - length + 1, int(self.section.score_hop))
+            offsets = jnp.arange(length)
+
+            def member_embed(state, clips, labels):
+                del labels
+                windows = clips[:, starts[:, None] + offsets].reshape(-1, length, clips.shape[-1])
+                embeddings, _ = module.apply(ensemble.member_variables(state), windows, train=False)
+                embeddings = model_lib.l2_normalise(embeddings).reshape(clips.shape[0], len(starts), -1).mean(axis=1)
+                return model_lib.l2_normalise(embeddings)
+
+            self._embed_fn = jax.jit(jax.vmap(member_embed, in_axes=(0, None, None)))
+        return self._embed_fn
+
+    def fit(self, clips, validation_clips=(), stop_after_epoch=None, oracle_clips=None):
+        classes, units = training_classes(clips, self.section.classes, self.config.machine_type)
+        self._set_classes(classes, units)
+        if distributed.is_primary():  # several processes: process 0 writes the run's files
+            self.run.write_json(RunDir.CLASSES, {"classes": classes, "units": units, "mode": self.section.classes})
+        skipped = super().fit(clips, validation_clips, stop_after_epoch, oracle_clips)
+        self.extra_results["classes"] = {"mode": self.section.classes, "count": len(classes), "units": units}
+        self.extra_results["score_backend"] = self.section.backend
+        finished = bool(self.history) and self.history[-1]["epoch"] >= self.train_config.epochs
+        if self.section.backend == "knn" and finished:
+            self._fit_knn(self.train_features, self.train_units)
+        return skipped
+
+    def _fit_knn(self, features, units: Sequence[str]) -> None:
+        """The kNN backend of every member from the training clips' embeddings (saved for --mode=score)."""
+        embeddings = ensemble.score_clips(self.embed_fn, self.states, features, progress=self.config.progress,
+                                          description="training embeddings")  # [E, N, D]
+        self.knn = [KNNBackend(int(self.section.knn_k)).fit(e, units) for e in embeddings]
+        if distributed.is_primary():
+            np.savez(self.run.file(RunDir.KNN_EMBEDDINGS), embeddings=embeddings, units=np.asarray(units),
+                     k=int(self.section.knn_k))
+
+    def score(self, paths: list[str], description: str = "scoring") -> Scores:
+        if self.section.backend == "neg_log_prob":
+            return super().score(paths, description)
+        extracted = self._extract(paths, description)
+        embeddings = ensemble.score_clips(self.embed_fn, self.states, extracted.features, self.normalizer,
+                                          progress=self.config.progress, description=description)
+        units = _units(extracted.paths)
+        values = np.stack([knn.score(e, units) for knn, e in zip(self.knn, embeddings)]) if units else \
+            np.zeros((len(self.members), 0))
+        return Scores(values, extracted.paths, extracted.skipped)
+
+    def load_extras(self) -> None:
+        path = self.run.file(RunDir.CLASSES)
+        if not os.path.exists(path):
+            raise FileNotFoundError(f"no {RunDir.CLASSES} in {self.run}: train an id_classifier run there first "
+                                    f"(python launch.py --method=id_classifier --workdir={self.run})")
+        saved = self.run.read_json(RunDir.CLASSES)
+        self._set_classes(saved["classes"], saved["units"])
+        if self.section.backend == "knn":
+            knn_path = self.run.file(RunDir.KNN_EMBEDDINGS)
+            if not os.path.exists(knn_path):
+                raise FileNotFoundError(f"no {RunDir.KNN_EMBEDDINGS} in {self.run}: the run did not finish; run the same "
+                                        "training command again (it resumes)")
+            with np.load(knn_path) as saved_knn:
+                self.knn = [KNNBackend(int(saved_knn["k"])).fit(e, saved_knn["units"])
+                            for e in saved_knn["embeddings"]]
+
+
+def _units(paths: Sequence[str]) -> list[str]:
+    """The unit (machine id / section) each path names, or ANY_UNIT."""
+    found = [dcase.unit_of(p) for p in paths]
+    return [f[0] if f else ANY_UNIT for f in found]

@@ -1,0 +1,308 @@
+"""A machine-id classifier with an angular-margin head: the discriminative family that leads DCASE Task 2.
+
+A small residual CNN maps a log-mel patch [frames, mels] to an embedding; the head compares the L2-normalised
+embedding with one learnt centre per class (or ``subclusters`` centres per class) by cosine similarity. Training
+tells the classes of *normal* training clips apart (machine ids, or sections x attributes); a test clip is anomalous
+when it fits its own class badly: the negative log-probability of its class, or the cosine distance of its
+embedding to the training embeddings of its unit (the kNN backend, :mod:`asd_jax.methods.knn`).
+
+Losses (``loss``):
+
+* ``arcface`` (Deng et al. 2019): logits ``s * cos(theta_j)``, the target's ``s * cos(theta_y + m)``;
+* ``adacos`` (Zhang et al. 2019): no margin, the scale ``s`` set from the batch: ``s = log(B_avg) /
+  cos(min(pi/4, theta_med))``, ``B_avg`` the batch mean of ``sum_{j != y} exp(s_old * cos(theta_j))`` and
+  ``theta_med`` the median target angle. It lives in the ``batch_stats`` collection (updated in training, frozen
+  when scoring), starting from the fixed AdaCos scale ``sqrt(2) * log(C - 1)``. With ``subclusters > 1`` it is
+  sub-cluster AdaCos (Wilkinghoff 2021): a class's probability is the sum over its sub-clusters' softmax
+  probabilities.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+from collections.abc import Sequence
+
+import jax
+import jax.numpy as jnp
+from flax import linen as nn
+
+LOSSES = ("arcface", "adacos")
+CLASS_MODES = ("unit", "unit_attributes")
+BACKENDS = ("knn", "neg_log_prob")
+BENCHMARK_CLASSES = 4  # classes of the model the benchmark times (the default synthetic set's machine ids)
+
+
+def _widths(text) -> tuple[int, ...]:
+    """'16,32,64' (or a sequence) -> (16, 32, 64)."""
+    items = text.split(",") if isinstance(text, str) else text
+    return tuple(int(str(item).strip()) for item in items if str(item).strip())
+
+
+def l2_normalise(x: jax.Array, axis: int = -1) -> jax.Array:
+    return x / jnp.sqrt(jnp.sum(jnp.square(x), axis=axis, keepdims=True) + 1e-12)
+
+
+class ResidualBlock(nn.Module):
+    """conv3x3(stride) -> BN -> ReLU -> conv3x3 -> BN, plus a 1x1 projected shortcut when the shape changes."""
+
+    channels: int
+    stride: int = 1
+
+    @nn.compact
+    def __call__(self, x: jax.Array, train: bool) -> jax.Array:
+        norm = lambda: nn.BatchNorm(use_running_average=not train, momentum=0.9, epsilon=1e-5)
+        y = nn.Conv(self.channels, (3, 3), (self.stride, self.stride), use_bias=False)(x)
+        y = nn.relu(norm()(y))
+        y = norm()(nn.Conv(self.channels, (3, 3), use_bias=False)(y))
+        if x.shape[-1] != self.channels or self.stride != 1:
+            x = norm()(nn.Conv(self.channels, (1, 1), (self.stride, self.stride), use_bias=False)(x))
+        return nn.relu(x + y)
+
+
+class ConvEmbedder(nn.Module):
+    """[B, frames, mels] log-mel patches -> [B, embedding_dim] embeddings (not normalised).
+
+    A 3x3 stem, one stride-2 residual block per entry of ``channels`` after the first, global average pooling
+    over time and frequency and a linear embedding layer without bias (as in Wilkinghoff's systems).
+    """
+
+    channels: Sequence[int] = (16, 32, 64, 128)
+    embedding_dim: int = 128
+
+    @nn.compact
+    def __call__(self, frames: jax.Array, train: bool) -> jax.Array:
+        x = frames[..., None]
+        x = nn.Conv(self.channels[0], (3, 3), use_bias=False)(x)
+        x = nn.relu(nn.BatchNorm(use_running_average=not train, momentum=0.9, epsilon=1e-5)(x))
+        for width in self.channels[1:]:
+            x = ResidualBlock(width, stride=2)(x, train)
+        x = jnp.mean(x, axis=(1, 2))
+        return nn.Dense(self.embedding_dim, use_bias=False)(x)
+
+
+class IdClassifier(nn.Module):
+    """Embedder + cosine head. ``__call__`` returns (embeddings [B, D], cosines [B, classes * subclusters])."""
+
+    num_classes: int
+    channels: Sequence[int] = (16, 32, 64, 128)
+    embedding_dim: int = 128
+    subclusters: int = 1
+
+    @property
+    def adaptive_scale(self) -> bool:
+        """Whether the scale is a ``batch_stats`` variable ``adacos_scale`` (AdaCos) rather than a constant."""
+        return False
+
+    @nn.compact
+    def __call__(self, frames: jax.Array, train: bool = False) -> tuple[jax.Array, jax.Array]:
+        if self.adaptive_scale:  # created at init; read and written by the loss (classifier_errors)
+            self.variable("batch_stats", "adacos_scale",
+                          lambda: jnp.asarray(fixed_adacos_scale(self.num_classes), jnp.float32))
+        embeddings = ConvEmbedder(tuple(self.channels), self.embedding_dim)(frames, train)
+        centres = self.param("centres", nn.initializers.glorot_uniform(),
+                             (self.num_classes * self.subclusters, self.embedding_dim))
+        cosines = l2_normalise(embeddings) @ l2_normalise(centres).T
+        return embeddings, cosines
+
+
+def fixed_adacos_scale(num_classes: int) -> float:
+    """The fixed AdaCos scale ``sqrt(2) * log(C - 1)`` (at least 1: a two-class problem would give 0)."""
+    return max(1.0, math.sqrt(2.0) * math.log(max(num_classes - 1, 2)))
+
+
+def arcface_logits(cosines: jax.Array, labels: jax.Array, scale: float, margin: float) -> jax.Array:
+    """``s * cos(theta_j)`` for the other classes and ``s * cos(min(theta_y + m, pi))`` for the target.
+
+    cosines [B, C], labels [B] (class indices) -> logits [B, C]."""
+    theta = jnp.arccos(jnp.clip(cosines, -1.0 + 1e-7, 1.0 - 1e-7))
+    target = jax.nn.one_hot(labels, cosines.shape[-1], dtype=bool)
+    with_margin = jnp.cos(jnp.minimum(theta + margin, jnp.pi))
+    return scale * jnp.where(target, with_margin, cosines)
+
+
+def class_log_probs(logits: jax.Array, subclusters: int) -> jax.Array:
+    """[B, C * K] logits (class-major: the K sub-clusters of class c are columns c*K .. c*K+K-1) -> [B, C] class
+    log-probabilities: a class's probability is the sum of its sub-clusters' softmax probabilities."""
+    log_probs = jax.nn.log_softmax(logits, axis=-1)
+    return jax.nn.logsumexp(log_probs.reshape(logits.shape[0], -1, subclusters), axis=-1)
+
+
+def soft_cross_entropy(class_log_p: jax.Array, targets: jax.Array) -> jax.Array:
+    """[B, C] log-probabilities and [B, C] target distributions (one-hot or mixed up) -> [B] cross-entropy."""
+    return -jnp.sum(targets * class_log_p, axis=-1)
+
+
+def adacos_scale(cosines: jax.Array, targets: jax.Array, scale: jax.Array, subclusters: int) -> jax.Array:
+    """The dynamic AdaCos scale from a batch: ``log(B_avg) / cos(min(pi/4, theta_med))`` (no gradient).
+
+    ``targets`` [B, C] are the class targets (a class's sub-clusters all count as its target)."""
+    cosines = jax.lax.stop_gradient(cosines)
+    is_target = jnp.repeat(targets, subclusters, axis=-1) > 0
+    others = jnp.where(is_target, 0.0, jnp.exp(scale * cosines))
+    b_avg = jnp.mean(jnp.sum(others, axis=-1))
+    target_cos = jnp.max(jnp.where(is_target, cosines, -1.0), axis=-1)
+    theta_med = jnp.median(jnp.arccos(jnp.clip(target_cos, -1.0 + 1e-7, 1.0 - 1e-7)))
+    return jnp.log(jnp.maximum(b_avg, 1.0 + 1e-6)) / jnp.cos(jnp.minimum(jnp.pi / 4, theta_med))
+
+
+@dataclasses.dataclass(frozen=True)
+class Augment:
+    """On-device augmentation of a training batch. ``mixup_alpha`` > 0: each window is mixed with another of the
+    batch, ``lam ~ Beta(alpha, alpha)``, and so is its target; masks: ``time_masks`` bands of up to
+    ``time_mask_frames`` frames and ``freq_masks`` bands of up to ``freq_mask_bins`` mel bins set to 0 (the
+    normalised features' mean) per window."""
+
+    mixup_alpha: float = 0.0
+    time_masks: int = 0
+    time_mask_frames: int = 8
+    freq_masks: int = 0
+    freq_mask_bins: int = 16
+
+    @property
+    def active(self) -> bool:
+        return self.mixup_alpha > 0 or self.time_masks > 0 or self.freq_masks > 0
+
+
+@dataclasses.dataclass(frozen=True)
+class Head:
+    """The loss and its constants, static for one compiled program (see :mod:`asd_jax.models.id_classifier`).
+    ``class_units[c]`` is the unit index of class c."""
+
+    loss: str
+    margin: float
+    scale: float
+    subclusters: int
+    class_units: tuple[int, ...]
+
+
+def mask_bands(key: jax.Array, windows: jax.Array, count: int, width: int, axis: int) -> jax.Array:
+    """Zero ``count`` random bands of 0..``width`` entries along ``axis`` (1: frames, 2: mels) of each window."""
+    if count <= 0 or width <= 0:
+        return windows
+    size = windows.shape[axis]
+    batch = windows.shape[0]
+    width_key, start_key = jax.random.split(key)
+    widths = jax.random.randint(width_key, (batch, count), 0, min(width, size) + 1)
+    starts = jax.random.randint(start_key, (batch, count), 0, size)
+    starts = jnp.minimum(starts, size - widths)
+    positions = jnp.arange(size)
+    inside = (positions[None, None, :] >= starts[..., None]) & (positions[None, None, :] < (starts + widths)[..., None])
+    keep = ~jnp.any(inside, axis=1)  # [B, size]
+    shape = [batch, 1, 1]
+    shape[axis] = size
+    return windows * keep.reshape(shape).astype(windows.dtype)
+
+
+def augment(key: jax.Array, windows: jax.Array, labels: jax.Array, settings: Augment):
+    """(windows, partner labels [B], lam [B]): the masked and mixed windows; the loss is ``lam * CE(labels) +
+    (1 - lam) * CE(partner)`` (lam = 1 and partner = labels without mixup)."""
+    time_key, freq_key, mix_key, perm_key = jax.random.split(key, 4)
+    windows = mask_bands(time_key, windows, settings.time_masks, settings.time_mask_frames, axis=1)
+    windows = mask_bands(freq_key, windows, settings.freq_masks, settings.freq_mask_bins, axis=2)
+    if settings.mixup_alpha <= 0:
+        return windows, labels, jnp.ones(labels.shape, windows.dtype)
+    lam = jax.random.beta(mix_key, settings.mixup_alpha, settings.mixup_alpha, labels.shape).astype(windows.dtype)
+    partner = jax.random.permutation(perm_key, labels.shape[0])
+    mixed = lam[:, None, None] * windows + (1 - lam[:, None, None]) * windows[partner]
+    return mixed, labels[partner], lam
+
+
+class ClassifierModule(IdClassifier):
+    """:class:`~asd_jax.models.id_classifier.IdClassifier` plus what the trainer's error needs: the head's loss
+    constants, the augmentation, and (AdaCos) the adaptive scale in ``batch_stats``."""
+
+    head: Head = Head("arcface", 0.5, 30.0, 1, (0,))
+    augmentation: Augment = Augment()
+
+    @property
+    def adaptive_scale(self) -> bool:
+        return self.head.loss == "adacos"
+
+
+def _class_ce(cosines: jax.Array, labels: jax.Array, head: Head, scale) -> jax.Array:
+    """[B] cross-entropy of each window's class ``labels`` (ArcFace: with the margin on that class)."""
+    num_classes = len(head.class_units)
+    if head.loss == "arcface":
+        logits = arcface_logits(cosines, labels, head.scale, head.margin)
+    else:
+        logits = scale * cosines
+    log_p = class_log_probs(logits, head.subclusters)
+    return soft_cross_entropy(log_p, jax.nn.one_hot(labels, num_classes))
+
+
+def classifier_errors(module: ClassifierModule, variables: dict, batch: dict, train: bool):
+    """The trainer's per-window error. Training (``batch["labels"]``: class indices): the angular-margin loss of
+    the (augmented) windows, and the updated batch statistics. Scoring (``batch["labels"]``: unit indices, -1 for
+    a unit not trained on): minus the log-probability of the unit (-max class log-probability for -1)."""
+    head = module.head
+    windows = batch["windows"]
+    if train:
+        labels = batch["labels"]
+        partner, lam = labels, jnp.ones(labels.shape, windows.dtype)
+        if module.augmentation.active:
+            windows, partner, lam = augment(batch["key"], windows, labels, module.augmentation)
+        (_, cosines), updates = module.apply(variables, windows, train=True, mutable=["batch_stats"])
+        stats = dict(updates["batch_stats"])
+        scale = variables["batch_stats"]["adacos_scale"] if head.loss == "adacos" else head.scale
+        errors = lam * _class_ce(cosines, labels, head, scale) + (1 - lam) * _class_ce(cosines, partner, head, scale)
+        if head.loss == "adacos":
+            num_classes = len(head.class_units)
+            targets = lam[:, None] * jax.nn.one_hot(labels, num_classes) + \
+                (1 - lam[:, None]) * jax.nn.one_hot(partner, num_classes)
+            stats["adacos_scale"] = adacos_scale(cosines, targets, scale, head.subclusters)
+        return errors, stats
+    _, cosines = module.apply(variables, windows, train=False)
+    scale = variables["batch_stats"]["adacos_scale"] if head.loss == "adacos" else head.scale
+    log_p = class_log_probs(scale * cosines, head.subclusters)  # [B, C], no margin when scoring
+    units = jnp.asarray(head.class_units)
+    labels = batch["labels"]
+    mine = units[None, :] == labels[:, None]
+    unit_log_p = jax.nn.logsumexp(jnp.where(mine, log_p, -jnp.inf), axis=-1)
+    return jnp.where(jnp.any(mine, axis=-1), -unit_log_p, -jnp.max(log_p, axis=-1)), None
+
+
+def build_module(section, classes: Sequence[str] | None = None, class_units: Sequence[int] | None = None):
+    """The Flax module of a config section; ``classes`` / ``class_units`` from the training data (default: the
+    benchmark's ``BENCHMARK_CLASSES`` classes, one per unit)."""
+    num_classes = len(classes) if classes is not None else BENCHMARK_CLASSES
+    units = tuple(int(u) for u in class_units) if class_units is not None else tuple(range(num_classes))
+    check_section(section)
+    return ClassifierModule(
+        num_classes=num_classes, channels=_widths(section.channels),
+        embedding_dim=int(section.embedding_dim), subclusters=int(section.subclusters),
+        head=Head(section.loss, float(section.margin), float(section.scale), int(section.subclusters), units),
+        augmentation=Augment(float(section.mixup_alpha), int(section.time_masks), int(section.time_mask_frames),
+                             int(section.freq_masks), int(section.freq_mask_bins)))
+
+
+def check_section(section) -> None:
+    """Refuse settings the method cannot use, naming the fix."""
+    if section.loss not in LOSSES:
+        raise ValueError(f"id_classifier.loss={section.loss!r}: choose one of {', '.join(LOSSES)}")
+    if section.classes not in CLASS_MODES:
+        raise ValueError(f"id_classifier.classes={section.classes!r}: choose one of {', '.join(CLASS_MODES)}")
+    if section.backend not in BACKENDS:
+        raise ValueError(f"id_classifier.backend={section.backend!r}: choose one of {', '.join(BACKENDS)}")
+    if int(section.subclusters) < 1:
+        raise ValueError(f"id_classifier.subclusters must be >= 1; got {section.subclusters}")
+    if int(section.subclusters) > 1 and section.loss == "arcface":
+        raise ValueError("id_classifier.subclusters > 1 is sub-cluster AdaCos: set id_classifier.loss=adacos")
+    if section.loss == "adacos" and float(section.margin) != 0.5:
+        raise ValueError("id_classifier.margin is ArcFace's; AdaCos has none: leave it at 0.5 or use loss=arcface")
+    if len(_widths(section.channels)) < 1:
+        raise ValueError("id_classifier.channels needs at least one width, e.g. '16,32,64,128'")
+
+
+def conv_flops(section, mels: int) -> float:
+    """Forward + backward (3x forward) FLOPs of one window: every convolution and the embedding layer."""
+    frames, channels = int(section.frames), list(_widths(section.channels))
+    height, width, forward = frames, mels, 2.0 * frames * mels * 9 * channels[0]
+    previous = channels[0]
+    for out in channels[1:]:
+        height, width = -(-height // 2), -(-width // 2)
+        forward += 2.0 * height * width * (9 * previous * out + 9 * out * out + previous * out)
+        previous = out
+    forward += 2.0 * previous * int(section.embedding_dim)
+    forward += 2.0 * int(section.embedding_dim) * BENCHMARK_CLASSES * int(section.subclusters)
+    return 3.0 * forward

@@ -1,0 +1,105 @@
+"""The id classifier's losses and augmentation against hand-computed cases."""
+
+import math
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+from asd_jax.models import id_classifier as m
+
+
+def test_arcface_logits_and_loss_match_a_hand_computed_case():
+    # two classes; the window's embedding is at 60 degrees from class 0 and 30 degrees from class 1
+    cosines = jnp.asarray([[math.cos(math.pi / 3), math.cos(math.pi / 6)]])
+    labels = jnp.asarray([0])
+    scale, margin = 10.0, 0.5
+    logits = np.asarray(m.arcface_logits(cosines, labels, scale, margin))
+    target = scale * math.cos(math.pi / 3 + margin)  # the margin is added to the target's angle
+    other = scale * math.cos(math.pi / 6)
+    np.testing.assert_allclose(logits, [[target, other]], rtol=1e-5)
+    head = m.Head("arcface", margin, scale, 1, (0, 1))
+    loss = float(m._class_ce(cosines, labels, head, scale)[0])
+    expected = -(target - math.log(math.exp(target) + math.exp(other)))
+    assert loss == pytest.approx(expected, rel=1e-5)
+
+
+def test_arcface_margin_saturates_at_pi():
+    cosines = jnp.asarray([[-0.99, 0.5]])
+    logits = np.asarray(m.arcface_logits(cosines, jnp.asarray([0]), 2.0, 0.5))
+    assert logits[0, 0] == pytest.approx(-2.0, rel=1e-5)  # cos(min(theta + m, pi)) = cos(pi)
+
+
+def test_subcluster_class_probability_is_the_sum_of_its_subclusters():
+    logits = jnp.asarray([[1.0, 2.0, 0.5, -1.0]])  # class 0: columns 0-1, class 1: columns 2-3
+    probs = np.exp(np.asarray(logits[0])) / np.exp(np.asarray(logits[0])).sum()
+    np.testing.assert_allclose(np.exp(np.asarray(m.class_log_probs(logits, 2)))[0],
+                               [probs[0] + probs[1], probs[2] + probs[3]], rtol=1e-6)
+
+
+def test_adacos_scale_matches_its_formula():
+    cosines = jnp.asarray([[0.9, 0.1, -0.2], [0.0, 0.8, 0.3]])
+    targets = jax.nn.one_hot(jnp.asarray([0, 1]), 3)
+    s_old = 2.0
+    b_avg = np.mean([math.exp(s_old * 0.1) + math.exp(s_old * -0.2), math.exp(0.0) + math.exp(s_old * 0.3)])
+    theta_med = np.median([math.acos(0.9), math.acos(0.8)])
+    expected = math.log(b_avg) / math.cos(min(math.pi / 4, theta_med))
+    assert float(m.adacos_scale(cosines, targets, s_old, 1)) == pytest.approx(expected, rel=1e-5)
+    assert m.fixed_adacos_scale(5) == pytest.approx(math.sqrt(2) * math.log(4))
+
+
+def test_mask_bands_zero_whole_bands_only_and_mixup_mixes_labels_with_lam():
+    key = jax.random.PRNGKey(0)
+    windows = jnp.ones((16, 20, 12))
+    masked = np.asarray(m.mask_bands(key, windows, 1, 5, axis=1))
+    zero_frames = (masked == 0).all(axis=2)  # a frame is either wholly masked or untouched
+    assert ((masked == 0) | (masked == 1)).all() and (zero_frames == (masked == 0).any(axis=2)).all()
+    widths = zero_frames.sum(axis=1)
+    assert widths.max() <= 5 and widths.max() > 0
+    for row in zero_frames:  # one contiguous band
+        idx = np.flatnonzero(row)
+        assert len(idx) == 0 or (idx[-1] - idx[0] + 1) == len(idx)
+
+    labels = jnp.arange(16)
+    x = jax.random.normal(key, (16, 4, 3))
+    mixed, partner, lam = m.augment(key, x, labels, m.Augment(mixup_alpha=0.4))
+    partner, lam = np.asarray(partner), np.asarray(lam)
+    assert ((lam >= 0) & (lam <= 1)).all()
+    np.testing.assert_allclose(np.asarray(mixed), lam[:, None, None] * np.asarray(x)
+                               + (1 - lam[:, None, None]) * np.asarray(x)[partner], rtol=1e-5, atol=1e-6)
+
+
+def _module(loss="arcface", subclusters=1, class_units=(0, 0, 1)):
+    return m.ClassifierModule(num_classes=len(class_units), channels=(4, 8), embedding_dim=8,
+                              subclusters=subclusters, head=m.Head(loss, 0.5, 5.0, subclusters, class_units))
+
+
+@pytest.mark.parametrize("loss,subclusters", [("arcface", 1), ("adacos", 1), ("adacos", 2)])
+def test_scoring_error_is_minus_log_probability_of_the_unit(loss, subclusters):
+    module = _module(loss, subclusters)
+    windows = jax.random.normal(jax.random.PRNGKey(1), (3, 16, 10))
+    variables = module.init(jax.random.PRNGKey(0), windows, train=False)
+    _, cosines = module.apply(variables, windows, train=False)
+    scale = float(variables["batch_stats"]["adacos_scale"]) if loss == "adacos" else 5.0
+    logits = scale * np.asarray(cosines, np.float64)
+    probs = np.exp(logits - logits.max(axis=1, keepdims=True))
+    probs /= probs.sum(axis=1, keepdims=True)
+    class_probs = probs.reshape(3, 3, subclusters).sum(axis=2)
+    unit_probs = np.stack([class_probs[:, 0] + class_probs[:, 1], class_probs[:, 2]], axis=1)
+    units = jnp.asarray([0, 1, -1])  # -1: a unit not trained on -> the best class
+    errors, stats = m.classifier_errors(module, variables, {"windows": windows, "labels": units}, False)
+    assert stats is None
+    np.testing.assert_allclose(np.asarray(errors), [-math.log(unit_probs[0, 0]), -math.log(unit_probs[1, 1]),
+                                                    -math.log(class_probs[2].max())], rtol=1e-4)
+
+
+def test_training_error_updates_batch_stats_and_the_adacos_scale():
+    module = _module("adacos")
+    windows = jax.random.normal(jax.random.PRNGKey(1), (6, 16, 10))
+    variables = module.init(jax.random.PRNGKey(0), windows, train=False)
+    batch = {"windows": windows, "labels": jnp.asarray([0, 1, 2, 0, 1, 2]), "key": jax.random.PRNGKey(3)}
+    errors, stats = m.classifier_errors(module, variables, batch, True)
+    assert errors.shape == (6,) and np.isfinite(np.asarray(errors)).all()
+    assert set(stats) == set(variables["batch_stats"])
+    assert float(stats["adacos_scale"]) != pytest.approx(float(variables["batch_stats"]["adacos_scale"]))
