@@ -25,6 +25,7 @@ def _tiny_config(tmp_path):
     config.lstm.hidden_size, config.lstm.num_layers, config.lstm.frames = 8, 2, 3
     config.gru_ae.hidden_size, config.gru_ae.num_layers, config.gru_ae.frames = 8, 1, 4
     config.dense_ae.hidden_size, config.dense_ae.bottleneck, config.dense_ae.frames = 8, 2, 2
+    config.id_classifier.frames, config.id_classifier.channels, config.id_classifier.embedding_dim = 8, "4,8", 8
     for method in METHODS:
         config[method].train.batch_size = 4
         config[method].train.steps_per_call = 2
@@ -62,7 +63,9 @@ def test_benchmark_json_is_complete_and_consistent(tmp_path, monkeypatch, capsys
         assert math.isclose(row["share_of_peak"], row["flops_per_s"] / peak, rel_tol=1e-9)
         assert math.isclose(row["share_of_peak_executed"], row["flops_per_s_executed"] / peak, rel_tol=1e-9)
         # the step never runs more matmul FLOPs than forward + backward = 3x forward
-        assert row["flops_per_window_executed"] <= row["flops_per_window"] * (1 + 1e-9)
+        # a CNN's backward runs its strided convolutions transposed, over dilated inputs: counted larger
+        slack = 1.35 if registry.get(row["method"]).labels else 1 + 1e-9
+        assert row["flops_per_window_executed"] <= row["flops_per_window"] * slack
         if row["flops_per_window_xla"] is not None:
             assert row["flops_per_window_xla"] > 0
 
@@ -93,5 +96,7 @@ def test_executed_flops_of_the_default_step_are_close_to_the_model_count(method)
     states = jax.eval_shape(lambda: ensemble.init_states(model, [ensemble.Member.create(0)], 128))
     features = jax.ShapeDtypeStruct((4, 313, 128), jnp.float32)
     train_fn = ensemble.make_train_fn(model, train.batch_size, 1)
-    executed = bench.count_matmul_flops(jax.make_jaxpr(train_fn)(states, features, None).jaxpr) / train.batch_size
-    assert 0.75 < executed / entry.flops_per_window(config[method], 128) <= 1 + 1e-9
+    labels = jax.ShapeDtypeStruct((4,), jnp.int32) if entry.labels else None
+    executed = bench.count_matmul_flops(jax.make_jaxpr(train_fn)(states, features, labels).jaxpr) / train.batch_size
+    slack = 1.35 if entry.labels else 1 + 1e-9  # CNN: transposed strided convolutions are counted over dilated inputs
+    assert 0.75 < executed / entry.flops_per_window(config[method], 128) <= slack
