@@ -26,7 +26,7 @@ import numpy as np
 from asd_jax import distributed
 from asd_jax.data import dcase
 from asd_jax.methods.base import Scores
-from asd_jax.methods.knn import ANY_UNIT, KNNBackend
+from asd_jax.methods.knn import KNNBackend, units_of
 from asd_jax.methods.sequence import SequenceDetector
 from asd_jax.models import id_classifier as model_lib
 from asd_jax.rundir import RunDir
@@ -97,7 +97,7 @@ class ClassifierDetector(SequenceDetector):
     def score_labels(self, paths: Sequence[str]) -> np.ndarray:
         """Each clip's unit index (-1: a unit not trained on, or a name that names none)."""
         index = {u: i for i, u in enumerate(self.units)}
-        return np.asarray([index.get(unit, -1) for unit in _units(paths)], np.int32)
+        return np.asarray([index.get(unit, -1) for unit in units_of(paths)], np.int32)
 
     @property
     def embed_fn(self):
@@ -145,7 +145,7 @@ class ClassifierDetector(SequenceDetector):
         extracted = self._extract(paths, description)
         embeddings = ensemble.score_clips(self.embed_fn, self.states, extracted.features, self.normalizer,
                                           progress=self.config.progress, description=description)
-        units = _units(extracted.paths)
+        units = units_of(extracted.paths)
         values = np.stack([knn.score(e, units) for knn, e in zip(self.knn, embeddings)]) if units else \
             np.zeros((len(self.members), 0))
         return Scores(values, extracted.paths, extracted.skipped)
@@ -166,8 +166,3 @@ class ClassifierDetector(SequenceDetector):
                 self.knn = [KNNBackend(int(saved_knn["k"])).fit(e, saved_knn["units"])
                             for e in saved_knn["embeddings"]]
 
-
-def _units(paths: Sequence[str]) -> list[str]:
-    """The unit (machine id / section) each path names, or ANY_UNIT."""
-    found = [dcase.unit_of(p) for p in paths]
-    return [f[0] if f else ANY_UNIT for f in found]

@@ -15,10 +15,9 @@ from sklearn.preprocessing import StandardScaler
 from asd_jax.config import split_list
 from asd_jax.data.dcase import Clip
 from asd_jax.data.features import FeatureConfig, extract_features
-from asd_jax.data import dcase
 from asd_jax.methods import ocsvm
 from asd_jax.methods.base import Detector, Scores
-from asd_jax.methods.knn import ANY_UNIT, KNNBackend
+from asd_jax.methods.knn import KNNBackend, units_of
 from asd_jax.rundir import RunDir
 
 SOURCES = ("vggish", "logmel")
@@ -100,12 +99,7 @@ class OCSVMDetector(Detector):
     @classmethod
     def restore(cls, config, run: RunDir, members=()) -> "OCSVMDetector":
         detector = cls(config, run, members, cache_root="")
-        path = run.file(RunDir.OCSVM)
-        if not os.path.exists(path):
-            raise FileNotFoundError(f"no trained OC-SVM at {path}: train a run there first "
-                                    f"(python launch.py --method={config.method} --workdir={run})")
-        with open(path, "rb") as handle:
-            detector.pipeline = pickle.load(handle)
+        detector.pipeline = _load_pickle(run, RunDir.OCSVM, "OC-SVM", config.method)
         return detector
 
 
@@ -138,17 +132,21 @@ class KNNVectorDetector(OCSVMDetector):
         vectors, kept, skipped = self.vectors(paths, description)
         if not kept:
             return Scores(np.zeros((1, 0)), kept, skipped)
-        units = [found[0] if found else ANY_UNIT for found in map(dcase.unit_of, kept)]
-        return Scores(self.knn.score(self._scaled(vectors), units)[None, :], kept, skipped)
+        return Scores(self.knn.score(self._scaled(vectors), units_of(kept))[None, :], kept, skipped)
 
     @classmethod
     def restore(cls, config, run: RunDir, members=()) -> "KNNVectorDetector":
         detector = cls(config, run, members, cache_root="")
-        path = run.file(RunDir.KNN)
-        if not os.path.exists(path):
-            raise FileNotFoundError(f"no trained kNN backend at {path}: train a run there first "
-                                    f"(python launch.py --method={config.method} --workdir={run})")
-        with open(path, "rb") as handle:
-            saved = pickle.load(handle)
+        saved = _load_pickle(run, RunDir.KNN, "kNN backend", config.method)
         detector.scaler, detector.knn = saved["scaler"], saved["knn"]
         return detector
+
+
+def _load_pickle(run: RunDir, name: str, what: str, method: str):
+    """A trained detector's pickle from the run dir, or an error that says how to make it."""
+    path = run.file(name)
+    if not os.path.exists(path):
+        raise FileNotFoundError(f"no trained {what} at {path}: train a run there first "
+                                f"(python launch.py --method={method} --workdir={run})")
+    with open(path, "rb") as handle:
+        return pickle.load(handle)

@@ -13,7 +13,15 @@ from __future__ import annotations
 import numpy as np
 from sklearn.neighbors import NearestNeighbors
 
+from asd_jax.data import dcase
+
 ANY_UNIT = ""  # the unit of a clip whose name names none
+
+
+def units_of(paths) -> list[str]:
+    """The unit (machine id / section) each path names, or ANY_UNIT."""
+    found = [dcase.unit_of(p) for p in paths]
+    return [f[0] if f else ANY_UNIT for f in found]
 
 
 class KNNBackend:
