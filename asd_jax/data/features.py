@@ -139,7 +139,8 @@ def quiet_clips(paths: Sequence[str], levels: Sequence[float | None],
 
 
 def _load_cached(directory: str, key: str, verify: str) -> FeatureSet | None:
-    """The cached set, or None when it is missing, from another key, truncated or corrupt."""
+    """The cached set (its quiet clips listed), or None when it is missing, from another key, truncated or
+    corrupt."""
     try:
         with open(os.path.join(directory, _INDEX_FILE)) as handle:
             index = json.load(handle)
@@ -158,7 +159,9 @@ def _load_cached(directory: str, key: str, verify: str) -> FeatureSet | None:
         if not isinstance(levels, list) or len(levels) != len(index["paths"]):
             log.info("cache %s has no clip levels (written by an older version): rebuilding it", directory)
             return None
-        return FeatureSet(features, index["paths"], index["skipped"], directory, cache_hit=True, levels=levels)
+        cached = FeatureSet(features, index["paths"], index["skipped"], directory, cache_hit=True, levels=levels)
+        cached.quiet = quiet_clips(cached.paths, cached.levels)
+        return cached
     except (OSError, ValueError, KeyError, TypeError):
         return None
 
@@ -187,14 +190,12 @@ def extract_features(
     key = cache_key(paths, {"version": _CACHE_VERSION, "config": dataclasses.asdict(config)})
     directory = os.path.join(cache_root or default_cache_root(), "features", key) if use_cache else None
     if use_cache and (cached := _load_cached(directory, key, verify)) is not None:
-        cached.quiet = quiet_clips(cached.paths, cached.levels)
         return cached
     if not use_cache:
         return _build(paths, config, None, key, num_workers, progress, verify, description)
     os.makedirs(directory, exist_ok=True)
     with _build_lock(directory):
         if (cached := _load_cached(directory, key, verify)) is not None:  # built while this caller waited
-            cached.quiet = quiet_clips(cached.paths, cached.levels)
             return cached
         return _build(paths, config, directory, key, num_workers, progress, verify, description)
 

@@ -32,8 +32,6 @@ from asd_jax.models import id_classifier as model_lib
 from asd_jax.rundir import RunDir
 from asd_jax.train import ensemble
 
-
-
 # ---------------------------------------------------------------------------------------------------------- classes
 
 
@@ -82,16 +80,16 @@ class ClassifierDetector(SequenceDetector):
         unit_index = {u: i for i, u in enumerate(self.units)}
         class_units = [unit_index[c.split("|")[0]] for c in self.classes]
         module = model_lib.build_module(self.section, self.classes, class_units)
+        length = self.model.window_length
         self.model = ensemble.WindowModel(
-            self.method.name, self.model.window_length, init=lambda key, mels: module.init(
-                key, jnp.zeros((2, self.model.window_length, mels)), train=False),
+            self.method.name, length,
+            init=lambda key, mels: module.init(key, jnp.zeros((2, length, mels)), train=False),
             errors=lambda variables, batch, train: model_lib.classifier_errors(module, variables, batch, train))
         self.module = module
         self._score_fn = self._embed_fn = None
 
     def train_labels(self, clips: Sequence[dcase.Clip]) -> np.ndarray:
         index = {c: i for i, c in enumerate(self.classes)}
-        self.train_units = [c.section for c in clips]  # the kNN backend's units, in the order of the features
         return np.asarray([index[class_key(c, self.section.classes)] for c in clips], np.int32)
 
     def score_labels(self, paths: Sequence[str]) -> np.ndarray:
@@ -127,7 +125,7 @@ class ClassifierDetector(SequenceDetector):
         self.extra_results["score_backend"] = self.section.backend
         finished = bool(self.history) and self.history[-1]["epoch"] >= self.train_config.epochs
         if self.section.backend == "knn" and finished:
-            self._fit_knn(self.train_features, self.train_units)
+            self._fit_knn(self.train_features, [c.section for c in self.train_clips])
         return skipped
 
     def _fit_knn(self, features, units: Sequence[str]) -> None:
@@ -160,8 +158,8 @@ class ClassifierDetector(SequenceDetector):
         if self.section.backend == "knn":
             knn_path = self.run.file(RunDir.KNN_EMBEDDINGS)
             if not os.path.exists(knn_path):
-                raise FileNotFoundError(f"no {RunDir.KNN_EMBEDDINGS} in {self.run}: the run did not finish; run the same "
-                                        "training command again (it resumes)")
+                raise FileNotFoundError(f"no {RunDir.KNN_EMBEDDINGS} in {self.run}: the run did not finish; run "
+                                        "the same training command again (it resumes)")
             with np.load(knn_path) as saved_knn:
                 self.knn = [KNNBackend(int(saved_knn["k"])).fit(e, saved_knn["units"])
                             for e in saved_knn["embeddings"]]

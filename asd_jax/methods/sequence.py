@@ -78,8 +78,9 @@ class SequenceDetector(Detector):
         self.normalizer.save(self.run.file(RunDir.NORMALIZER))
         device_features = _normalise_on_device(extracted.features, self.normalizer)
         by_path = {c.path: c for c in clips}
-        labels = self.train_labels([by_path[p] for p in extracted.paths])
-        self.train_features, self.train_paths = device_features, list(extracted.paths)
+        self.train_clips = [by_path[p] for p in extracted.paths]  # the clips that loaded, in the features' order
+        self.train_features = device_features
+        labels = self.train_labels(self.train_clips)
         validate, skipped = None, list(extracted.skipped)
         if validation_clips:
             held_out = self._extract([c.path for c in validation_clips], "held-out normals")
