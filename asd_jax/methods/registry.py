@@ -210,7 +210,8 @@ register(Method("logmel_ocsvm", "per-bin log-mel mean and std -> StandardScaler 
 
 def _classifier_config():  # a machine-id classifier with an angular-margin head (the field's leading family)
     return ml_collections.ConfigDict(dict(
-        frames=64, score_hop=16, channels="16,32,64,128", embedding_dim=128,
+        frames=64, score_hop=16, channels="16,32,64,128", stem_stride=2, embedding_dim=128,
+        conv="auto",  # auto: convolutions as im2col matmuls on a CPU (much faster there), XLA's elsewhere
         loss="arcface", margin=0.5, scale=30.0, subclusters=1,  # ArcFace's m and s; adacos sets s itself
         classes="unit", backend="knn", knn_k=1,
         mixup_alpha=0.0, time_masks=0, time_mask_frames=8, freq_masks=0, freq_mask_bins=16,

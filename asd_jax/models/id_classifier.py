@@ -30,6 +30,7 @@ from flax import linen as nn
 LOSSES = ("arcface", "adacos")
 CLASS_MODES = ("unit", "unit_attributes")
 BACKENDS = ("knn", "neg_log_prob")
+CONVS = ("auto", "patches", "xla")  # auto: patches on a CPU, XLA's convolution elsewhere (see Conv)
 BENCHMARK_CLASSES = 4  # classes of the model the benchmark times (the default synthetic set's machine ids)
 
 
@@ -43,40 +44,88 @@ def l2_normalise(x: jax.Array, axis: int = -1) -> jax.Array:
     return x / jnp.sqrt(jnp.sum(jnp.square(x), axis=axis, keepdims=True) + 1e-12)
 
 
+def _same_padding(size: int, kernel: int, stride: int) -> tuple[int, int]:
+    """XLA's "SAME" padding of one axis: the output has ceil(size / stride) entries."""
+    total = max((-(-size // stride) - 1) * stride + kernel - size, 0)
+    return total // 2, total - total // 2
+
+
+def patch_conv(x: jax.Array, kernel: jax.Array, stride: int) -> jax.Array:
+    """A "SAME" convolution as shifted strided slices concatenated along channels, then one matmul (im2col).
+
+    x [B, H, W, C_in], kernel [kh, kw, C_in, C_out] -> [B, ceil(H/s), ceil(W/s), C_out]; equal to
+    ``lax.conv_general_dilated`` with "SAME" padding. On a CPU, XLA's convolutions (above all their gradients) run
+    at a few GFLOP/s, while a matmul runs near the peak: this is several times faster there; the gradient of a
+    slice is a pad, so the backward pass is matmuls too."""
+    kh, kw, c_in, c_out = kernel.shape
+    _, height, width, _ = x.shape
+    (top, bottom), (left, right) = _same_padding(height, kh, stride), _same_padding(width, kw, stride)
+    x = jnp.pad(x, ((0, 0), (top, bottom), (left, right), (0, 0)))
+    out_h, out_w = -(-height // stride), -(-width // stride)
+    columns = [x[:, i:i + (out_h - 1) * stride + 1:stride, j:j + (out_w - 1) * stride + 1:stride, :]
+               for i in range(kh) for j in range(kw)]
+    patches = columns[0] if len(columns) == 1 else jnp.concatenate(columns, axis=-1)
+    return patches @ kernel.reshape(kh * kw * c_in, c_out)
+
+
+class Conv(nn.Module):
+    """A bias-free "SAME" convolution with ``nn.Conv``'s parameters (``kernel`` [kh, kw, C_in, C_out], the same
+    initialiser and, being named Conv, the same auto names): ``patches=True`` computes it by
+    :func:`patch_conv` (the fast way on a CPU), else by ``lax.conv_general_dilated`` (cuDNN on a GPU)."""
+
+    features: int
+    kernel_size: tuple[int, int] = (3, 3)
+    strides: int = 1
+    patches: bool = False
+
+    @nn.compact
+    def __call__(self, x: jax.Array) -> jax.Array:
+        kernel = self.param("kernel", nn.initializers.lecun_normal(),
+                            (*self.kernel_size, x.shape[-1], self.features), jnp.float32)
+        if self.patches:
+            return patch_conv(x, kernel, self.strides)
+        return jax.lax.conv_general_dilated(x, kernel, (self.strides, self.strides), "SAME",
+                                            dimension_numbers=("NHWC", "HWIO", "NHWC"))
+
+
 class ResidualBlock(nn.Module):
     """conv3x3(stride) -> BN -> ReLU -> conv3x3 -> BN, plus a 1x1 projected shortcut when the shape changes."""
 
     channels: int
     stride: int = 1
+    patches: bool = False
 
     @nn.compact
     def __call__(self, x: jax.Array, train: bool) -> jax.Array:
         norm = lambda: nn.BatchNorm(use_running_average=not train, momentum=0.9, epsilon=1e-5)
-        y = nn.Conv(self.channels, (3, 3), (self.stride, self.stride), use_bias=False)(x)
+        y = Conv(self.channels, (3, 3), self.stride, self.patches)(x)
         y = nn.relu(norm()(y))
-        y = norm()(nn.Conv(self.channels, (3, 3), use_bias=False)(y))
+        y = norm()(Conv(self.channels, (3, 3), 1, self.patches)(y))
         if x.shape[-1] != self.channels or self.stride != 1:
-            x = norm()(nn.Conv(self.channels, (1, 1), (self.stride, self.stride), use_bias=False)(x))
+            x = norm()(Conv(self.channels, (1, 1), self.stride, self.patches)(x))
         return nn.relu(x + y)
 
 
 class ConvEmbedder(nn.Module):
     """[B, frames, mels] log-mel patches -> [B, embedding_dim] embeddings (not normalised).
 
-    A 3x3 stem, one stride-2 residual block per entry of ``channels`` after the first, global average pooling
-    over time and frequency and a linear embedding layer without bias (as in Wilkinghoff's systems).
+    A 3x3 stem of stride ``stem_stride`` (2 by default: it quarters the cost of everything after it), one
+    stride-2 residual block per entry of ``channels`` after the first, global average pooling over time and
+    frequency and a linear embedding layer without bias (as in Wilkinghoff's systems).
     """
 
     channels: Sequence[int] = (16, 32, 64, 128)
     embedding_dim: int = 128
+    stem_stride: int = 2
+    patches: bool = False
 
     @nn.compact
     def __call__(self, frames: jax.Array, train: bool) -> jax.Array:
         x = frames[..., None]
-        x = nn.Conv(self.channels[0], (3, 3), use_bias=False)(x)
+        x = Conv(self.channels[0], (3, 3), self.stem_stride, self.patches)(x)
         x = nn.relu(nn.BatchNorm(use_running_average=not train, momentum=0.9, epsilon=1e-5)(x))
         for width in self.channels[1:]:
-            x = ResidualBlock(width, stride=2)(x, train)
+            x = ResidualBlock(width, stride=2, patches=self.patches)(x, train)
         x = jnp.mean(x, axis=(1, 2))
         return nn.Dense(self.embedding_dim, use_bias=False)(x)
 
@@ -88,6 +137,8 @@ class IdClassifier(nn.Module):
     channels: Sequence[int] = (16, 32, 64, 128)
     embedding_dim: int = 128
     subclusters: int = 1
+    stem_stride: int = 2
+    patches: bool = False  # convolutions as im2col matmuls (see Conv); build_module picks it by backend
 
     @property
     def adaptive_scale(self) -> bool:
@@ -99,7 +150,8 @@ class IdClassifier(nn.Module):
         if self.adaptive_scale:  # created at init; read and written by the loss (classifier_errors)
             self.variable("batch_stats", "adacos_scale",
                           lambda: jnp.asarray(fixed_adacos_scale(self.num_classes), jnp.float32))
-        embeddings = ConvEmbedder(tuple(self.channels), self.embedding_dim)(frames, train)
+        embeddings = ConvEmbedder(tuple(self.channels), self.embedding_dim, self.stem_stride,
+                                  self.patches)(frames, train)
         centres = self.param("centres", nn.initializers.glorot_uniform(),
                              (self.num_classes * self.subclusters, self.embedding_dim))
         cosines = l2_normalise(embeddings) @ l2_normalise(centres).T
@@ -271,9 +323,19 @@ def build_module(section, classes: Sequence[str] | None = None, class_units: Seq
     return ClassifierModule(
         num_classes=num_classes, channels=_widths(section.channels),
         embedding_dim=int(section.embedding_dim), subclusters=int(section.subclusters),
+        stem_stride=int(section.stem_stride), patches=uses_patches(section.conv),
         head=Head(section.loss, float(section.margin), float(section.scale), int(section.subclusters), units),
         augmentation=Augment(float(section.mixup_alpha), int(section.time_masks), int(section.time_mask_frames),
                              int(section.freq_masks), int(section.freq_mask_bins)))
+
+
+def uses_patches(conv: str) -> bool:
+    """Whether convolutions run as im2col matmuls (:func:`patch_conv`). ``auto``: on a CPU, where XLA's convolution
+    inside the trainer's loops (``lax.scan`` over steps, ``lax.map`` over members) runs some 30x slower than the
+    same convolution outside a loop (AMD EPYC, jax 0.10.2), while the matmul form runs at the same speed in both."""
+    if conv not in CONVS:
+        raise ValueError(f"id_classifier.conv={conv!r}: choose one of {', '.join(CONVS)}")
+    return conv == "patches" or (conv == "auto" and jax.default_backend() == "cpu")
 
 
 def check_section(section) -> None:
@@ -290,14 +352,18 @@ def check_section(section) -> None:
         raise ValueError("id_classifier.subclusters > 1 is sub-cluster AdaCos: set id_classifier.loss=adacos")
     if section.loss == "adacos" and float(section.margin) != 0.5:
         raise ValueError("id_classifier.margin is ArcFace's; AdaCos has none: leave it at 0.5 or use loss=arcface")
+    uses_patches(section.conv)
+    if int(section.stem_stride) < 1:
+        raise ValueError(f"id_classifier.stem_stride must be >= 1 (1: full resolution); got {section.stem_stride}")
     if len(_widths(section.channels)) < 1:
         raise ValueError("id_classifier.channels needs at least one width, e.g. '16,32,64,128'")
 
 
 def conv_flops(section, mels: int) -> float:
     """Forward + backward (3x forward) FLOPs of one window: every convolution and the embedding layer."""
-    frames, channels = int(section.frames), list(_widths(section.channels))
-    height, width, forward = frames, mels, 2.0 * frames * mels * 9 * channels[0]
+    frames, channels, stride = int(section.frames), list(_widths(section.channels)), int(section.stem_stride)
+    height, width = -(-frames // stride), -(-mels // stride)
+    forward = 2.0 * height * width * 9 * channels[0]
     previous = channels[0]
     for out in channels[1:]:
         height, width = -(-height // 2), -(-width // 2)

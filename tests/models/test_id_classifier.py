@@ -103,3 +103,32 @@ def test_training_error_updates_batch_stats_and_the_adacos_scale():
     assert errors.shape == (6,) and np.isfinite(np.asarray(errors)).all()
     assert set(stats) == set(variables["batch_stats"])
     assert float(stats["adacos_scale"]) != pytest.approx(float(variables["batch_stats"]["adacos_scale"]))
+
+
+@pytest.mark.parametrize("kernel_size,stride,height,width", [(3, 1, 7, 10), (3, 2, 8, 9), (1, 2, 5, 6), (3, 2, 1, 4)])
+def test_patch_conv_equals_xla_same_convolution(kernel_size, stride, height, width):
+    x = jax.random.normal(jax.random.PRNGKey(0), (2, height, width, 3))
+    kernel = jax.random.normal(jax.random.PRNGKey(1), (kernel_size, kernel_size, 3, 5))
+    expected = jax.lax.conv_general_dilated(x, kernel, (stride, stride), "SAME",
+                                            dimension_numbers=("NHWC", "HWIO", "NHWC"))
+    got = m.patch_conv(x, kernel, stride)
+    assert got.shape == expected.shape == (2, -(-height // stride), -(-width // stride), 5)
+    np.testing.assert_allclose(got, expected, rtol=1e-5, atol=1e-5)
+    # and the gradients (the training step differentiates through both)
+    loss = lambda conv: lambda xx, kk: jnp.sum(jnp.sin(conv(xx, kk)))
+    xla = lambda xx, kk: jax.lax.conv_general_dilated(xx, kk, (stride, stride), "SAME",
+                                                      dimension_numbers=("NHWC", "HWIO", "NHWC"))
+    for g_patch, g_xla in zip(jax.grad(loss(lambda xx, kk: m.patch_conv(xx, kk, stride)), (0, 1))(x, kernel),
+                              jax.grad(loss(xla), (0, 1))(x, kernel)):
+        np.testing.assert_allclose(g_patch, g_xla, rtol=1e-4, atol=1e-4)
+
+
+def test_both_convolution_paths_share_parameters_and_outputs():
+    frames = jax.random.normal(jax.random.PRNGKey(2), (3, 16, 12))
+    embedders = [m.ConvEmbedder(channels=(4, 8, 8), embedding_dim=6, patches=p) for p in (False, True)]
+    variables = embedders[0].init(jax.random.PRNGKey(3), frames, train=False)
+    assert jax.tree.structure(variables) == jax.tree.structure(embedders[1].init(jax.random.PRNGKey(3), frames, False))
+    np.testing.assert_allclose(embedders[1].apply(variables, frames, train=False),
+                               embedders[0].apply(variables, frames, train=False), rtol=1e-5, atol=1e-5)
+    with pytest.raises(ValueError, match="conv='fft'"):
+        m.uses_patches("fft")
