@@ -74,10 +74,10 @@ def resolve_config():
     values of a plain run (``--learning_rate=1e-3,3e-4`` makes one member per rate)."""
     config = FLAGS.config
     mode = FLAGS.mode or config.mode
-    if mode == "sweep":  # the sweep file's get_config() is the base; the flags below still apply
+    if mode == "sweep" or (mode == "benchmark" and FLAGS.sweep):  # the sweep file's get_config() is the base
         if any(arg.startswith("--config") for arg in sys.argv[1:]):
-            raise app.UsageError("--mode=sweep takes its config from the sweep file's get_config(): put --config "
-                                 "changes there (shortcut flags such as --data_dir and --workdir still apply)")
+            raise app.UsageError(f"--mode={mode} --sweep takes its config from the sweep file's get_config(): put "
+                                 "--config changes there (shortcut flags such as --data_dir and --workdir still apply)")
         from asd_jax import sweep
 
         config = sweep.load(FLAGS.sweep or "").get_config()

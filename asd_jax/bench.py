@@ -53,7 +53,7 @@ def run(config) -> dict:
     a table, writes the JSON report to ``config.output`` (when set) and returns it."""
     device = jax.devices()[0]
     sizes = PEAK_SIZES if device.platform == "cpu" else ACCELERATOR_PEAK_SIZES
-    load_before = _load_average()
+    load_before = load_average()
     peak_samples = [matmul_peak(sizes)]
     frames = FeatureConfig(**config.features.to_dict())
     shape = (config.benchmark.num_clips, frames.num_frames, frames.n_mels)
@@ -83,7 +83,7 @@ def run(config) -> dict:
         "cpu_count": os.cpu_count(),
         "device_count": jax.device_count(),
         "load_average_before": load_before,
-        "load_average_after": _load_average(),
+        "load_average_after": load_average(),
         "xla_flags": os.environ.get("XLA_FLAGS", ""),
         "timestamp": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
     }
@@ -231,7 +231,7 @@ def format_table(output: dict) -> str:
     return "\n".join(lines)
 
 
-def _load_average() -> list[float]:
+def load_average() -> list[float]:
     try:
         return [round(value, 2) for value in os.getloadavg()]
     except OSError:

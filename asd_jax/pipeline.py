@@ -584,6 +584,10 @@ def run(config, files: list[str] | None = None, axes: dict | None = None) -> dic
         return synthesize(config)
     if config.mode == "score":
         return score_files(resolve_workdir(config), files or [], config.output, config.progress)
+    if config.mode == "benchmark" and config.sweep:
+        from asd_jax import bench_sweep
+
+        return bench_sweep.run(config)
     if config.mode == "benchmark":
         from asd_jax import bench
 

@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import csv
 import importlib.util
-import json
 import math
 import os
 import time
@@ -84,9 +83,7 @@ def _run_locked(config, root: RunDir, members: list[experiment.MemberSpec], grou
             record["status"] = "running"
             _write_json(root, _summary(config, records, group_results, members))
             started = time.perf_counter()
-            data_key = json.dumps({k: group.config[k] for k in (
-                "data_dir", "test_data_dir", "machine_type", "machine_ids", "ground_truth_csv", "val_fraction",
-                "dcase_edition", "mimii_test_normals", "data_seed")})
+            data_key = pipeline.data_key(group.config)
             if data_key not in datasets:
                 datasets[data_key] = pipeline.load_data(group.config)
             print(f"\n== group {index + 1}/{len(groups)}: {group.name} ({len(group.members)} members) ==")
