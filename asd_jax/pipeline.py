@@ -491,11 +491,7 @@ def _member_classification(config, labels: np.ndarray, test_scores: np.ndarray, 
 
 
 def _describe_members(group: experiment.Group) -> str:
-    seeds = len({m.seed for m in group.members})
-    settings = len(group.settings)
-    text = f"{seeds} seed{'s' if seeds > 1 else ''}"
-    if settings > 1:
-        text = f"{settings} settings x {text}"
+    text = report.members_text(len({m.seed for m in group.members}), len(group.settings))
     return text + (" in one compiled program" if len(group.members) > 1 else "")
 
 

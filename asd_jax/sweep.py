@@ -166,12 +166,8 @@ def _select(settings: list[dict], methods: set[str]) -> dict:
 # Tables and the plot.
 
 
-def _fmt(value, digits: int = 4) -> str:
-    return "n/a" if value is None else f"{value:.{digits}f}"
-
-
 def _pm(mean, std, digits: int = 4) -> str:
-    return _fmt(mean, digits) + (f" ± {_fmt(std, digits)}" if std is not None else "")
+    return report.fmt(mean, digits) + (f" ± {report.fmt(std, digits)}" if std is not None else "")
 
 
 def _axes(summary: dict) -> list[str]:
@@ -189,7 +185,7 @@ def _rows(summary: dict) -> tuple[list[str], list[list[str]]]:
     for rank, s in enumerate(summary["settings"], 1):
         rows.append([str(rank), *(experiment.format_value(s["setting"].get(a, "")) for a in axes), str(len(s["seeds"])),
                      _pm(s["auc_mean"], s["auc_std"]), _pm(s["pauc_mean"], s["pauc_std"]),
-                     _fmt(s[CRITERION], 6), _pm(s["f1_anomaly_mean"], s["f1_anomaly_std"], 2),
+                     report.fmt(s[CRITERION], 6), _pm(s["f1_anomaly_mean"], s["f1_anomaly_std"], 2),
                      _pm(s["f1_anomaly_test_tuned_mean"], s["f1_anomaly_test_tuned_std"], 2),
                      "label-free" if s["name"] in chosen else ""])
     return header, rows

@@ -251,7 +251,7 @@ def load_results(run_dir: str) -> dict:
         return json.load(handle)
 
 
-def _fmt(value, digits: int = 4) -> str:
+def fmt(value, digits: int = 4) -> str:
     if value is None or (isinstance(value, float) and math.isnan(value)):
         return "n/a"
     return f"{value:.{digits}f}"
@@ -266,14 +266,19 @@ def describe_members(results: dict) -> str:
     members = results.get("members", [])
     settings = len(results.get("settings") or [None])
     seeds = len({m.get("seed", m["name"]) for m in members}) if members else _num_seeds(results)
+    return members_text(seeds, settings)
+
+
+def members_text(seeds: int, settings: int) -> str:
+    """'3 seeds', '2 settings x 1 seed'."""
     text = f"{seeds} seed{'s' if seeds > 1 else ''}"
     return f"{settings} settings x {text}" if settings > 1 else text
 
 
 def _with_std(results: dict, value, std) -> str:
     if _num_seeds(results) > 1 and value is not None and std is not None and not math.isnan(value):
-        return f"{_fmt(value)} ± {_fmt(std)}"
-    return _fmt(value)
+        return f"{fmt(value)} ± {fmt(std)}"
+    return fmt(value)
 
 
 def _id_std(results: dict, machine_id: str, key: str) -> float | None:
@@ -308,18 +313,18 @@ def _summary_rows(results: dict) -> list[list[str]]:
 
 
 def _mean_pm(mean, std) -> str:
-    return _fmt(mean) + (f" ± {_fmt(std)}" if std is not None else "")
+    return fmt(mean) + (f" ± {fmt(std)}" if std is not None else "")
 
 
 def _setting_rows(settings: list[dict]) -> list[list[str]]:
     return [[s["name"], _mean_pm(s["auc_mean"], s["auc_std"]), _mean_pm(s["pauc_mean"], s["pauc_std"]),
-             _fmt(s["validation_error_mean"], 6)] for s in settings]
+             fmt(s["validation_error_mean"], 6)] for s in settings]
 
 
 def _class_rows(threshold: dict) -> list[list[str]]:
     return [
-        ["Normal", *(_fmt(threshold[f"{m}_normal"], 2) for m in ("precision", "recall", "f1"))],
-        ["Anomalous", *(_fmt(threshold[f"{m}_anomaly"], 2) for m in ("precision", "recall", "f1"))],
+        ["Normal", *(fmt(threshold[f"{m}_normal"], 2) for m in ("precision", "recall", "f1"))],
+        ["Anomalous", *(fmt(threshold[f"{m}_anomaly"], 2) for m in ("precision", "recall", "f1"))],
     ]
 
 
@@ -328,20 +333,20 @@ def _threshold_line(threshold: dict, unit: str = "machine id") -> str:
     if threshold.get("quantile") is not None:
         policy += f" (q={threshold['quantile']:g})"
     if threshold.get("per_unit"):
-        line = f"threshold: {policy} per {unit} (global {_fmt(threshold['value'], 6)}): " + "; ".join(
+        line = f"threshold: {policy} per {unit} (global {fmt(threshold['value'], 6)}): " + "; ".join(
             _unit_threshold_text(name, entry) for name, entry in threshold.get("units", {}).items())
     else:
-        line = f"threshold: {policy} = {_fmt(threshold['value'], 6)}"
+        line = f"threshold: {policy} = {fmt(threshold['value'], 6)}"
     if threshold.get("test_tuned"):
         line += "  ** TEST-TUNED: chosen on the test labels, not a fair estimate **"
     return line
 
 
 def _unit_threshold_text(name: str, entry: dict) -> str:
-    text = f"{name} = {_fmt(entry['value'], 6)}" + (" (global)" if entry.get("from") == "global" else "")
+    text = f"{name} = {fmt(entry['value'], 6)}" + (" (global)" if entry.get("from") == "global" else "")
     domains = entry.get("domains") or {}
     if domains:
-        text += " (" + ", ".join(f"{d} {_fmt(v['value'], 6)}" for d, v in domains.items()) + ")"
+        text += " (" + ", ".join(f"{d} {fmt(v['value'], 6)}" for d, v in domains.items()) + ")"
     return text
 
 
@@ -364,14 +369,14 @@ def _section_rows(results: dict) -> tuple[list[str], list[list[str]]]:
     header = ["section", *(title for _, title in columns), "#normal s/t", "#anomaly s/t"]
     rows = []
     for section, figures in results["per_section"].items():
-        rows.append([section, *(_fmt(figures.get(key)) for key, _ in columns),
+        rows.append([section, *(fmt(figures.get(key)) for key, _ in columns),
                      f"{figures['num_source_normal']}/{figures['num_target_normal']}",
                      f"{figures['num_source_anomaly']}/{figures['num_target_anomaly']}"])
     figures = results.get("official", {})
     if len(columns) == 3:
-        rows.append(["hmean over sections", _fmt(figures.get("hmean_auc_source")),
-                     _fmt(figures.get("hmean_auc_target")), _fmt(figures.get("hmean_pauc")), "", ""])
-    rows.append(["official score", _fmt(results.get("official_score")), *([""] * (len(columns) + 1))])
+        rows.append(["hmean over sections", fmt(figures.get("hmean_auc_source")),
+                     fmt(figures.get("hmean_auc_target")), fmt(figures.get("hmean_pauc")), "", ""])
+    rows.append(["official score", fmt(results.get("official_score")), *([""] * (len(columns) + 1))])
     return header, rows
 
 
@@ -384,7 +389,7 @@ def _official_line(results: dict) -> str:
                   if not m.get("diverged") and m.get("official") and m["official"]["official_score"] is not None]
         line += " on the ensemble-mean score"
         if values:
-            line += f"; per member {_fmt(float(np.mean(values)))} ± {_fmt(float(np.std(values)))}"
+            line += f"; per member {fmt(float(np.mean(values)))} ± {fmt(float(np.std(values)))}"
     return line
 
 
@@ -409,17 +414,17 @@ def format_table(results: dict) -> str:
         rows = [["id", "AUC", "pAUC", "#normal", "#anomaly"], *_summary_rows(results)]
         if seeds > 1:
             ensemble = results["ensemble"]["mean"]
-            rows.append(["ensemble mean score", _fmt(ensemble["auc"]), _fmt(ensemble["pauc"]), "", ""])
+            rows.append(["ensemble mean score", fmt(ensemble["auc"]), fmt(ensemble["pauc"]), "", ""])
         lines.append(_aligned(rows))
         pooled_note = " (mean over members)" if seeds > 1 else ""
-        lines.append(f"pooled AUC over all ids{pooled_note}: {_fmt(results['pooled']['auc'])}")
+        lines.append(f"pooled AUC over all ids{pooled_note}: {fmt(results['pooled']['auc'])}")
     if len(results.get("settings") or []) > 1:
         lines += ["", "per setting (mean ± std over its seeds; held-out normal error is label-free):"]
         lines.append(_aligned([["setting", "AUC", "pAUC", "held-out error"], *_setting_rows(results["settings"])]))
     lines.append("")
     lines.append("| Class | Precision | Recall | F1-score |")
     lines.extend(f"| {' | '.join(row)} |" for row in _class_rows(results["threshold"]))
-    lines.append(f"accuracy: {_fmt(results['threshold']['accuracy'], 2)}")
+    lines.append(f"accuracy: {fmt(results['threshold']['accuracy'], 2)}")
     lines.append(_threshold_line(results["threshold"], _unit_name(results)))
     return "\n".join(lines)
 
@@ -462,9 +467,9 @@ def _report_markdown(results: dict) -> str:
         lines += ["", f"## AUC / pAUC per machine id{auc_note}", ""]
     rows = _summary_rows(results)
     ensemble = results["ensemble"]["mean"]
-    rows.append(["ensemble mean score", _fmt(ensemble["auc"]), _fmt(ensemble["pauc"]), "", ""])
+    rows.append(["ensemble mean score", fmt(ensemble["auc"]), fmt(ensemble["pauc"]), "", ""])
     pooled_label = "pooled over ids (mean over seeds)" if seeds > 1 else "pooled over ids"
-    rows.append([pooled_label, _fmt(results["pooled"]["auc"]), "", "", ""])
+    rows.append([pooled_label, fmt(results["pooled"]["auc"]), "", "", ""])
     lines += _markdown_table(["Machine ID" if not _sectioned(results) else "Section", "AUC", "pAUC", "#normal",
                               "#anomaly"], rows)
     lines += ["", f"pAUC: McClish-standardised, FPR in [0, {DEFAULT_MAX_FPR}]. The mean is over ids (as DCASE); "
@@ -476,7 +481,7 @@ def _report_markdown(results: dict) -> str:
     lines += ["", "## Classification at the threshold (ensemble mean score)", ""]
     lines += _markdown_table(["Class", "Precision", "Recall", "F1-score"], _class_rows(threshold))
     confusion = threshold.get("confusion", {})
-    lines += ["", f"- accuracy: {_fmt(threshold['accuracy'], 2)}",
+    lines += ["", f"- accuracy: {fmt(threshold['accuracy'], 2)}",
               f"- {_threshold_line(threshold, _unit_name(results))}"]
     if threshold.get("source"):
         lines.append(f"- threshold source: {threshold['source']}")
@@ -485,8 +490,8 @@ def _report_markdown(results: dict) -> str:
     if threshold.get("per_unit"):
         lines += ["", f"Each clip is judged by its {_unit_name(results)}'s threshold (its domain's where that domain "
                   "had held-out normals):", ""]
-        unit_rows = [[name, _fmt(entry["value"], 6), str(entry["num_heldout"]),
-                      *(_fmt(entry.get("domains", {}).get(d, {}).get("value"), 6) for d in ("source", "target")),
+        unit_rows = [[name, fmt(entry["value"], 6), str(entry["num_heldout"]),
+                      *(fmt(entry.get("domains", {}).get(d, {}).get("value"), 6) for d in ("source", "target")),
                       entry.get("source", "")] for name, entry in threshold.get("units", {}).items()]
         lines += _markdown_table([_unit_name(results), "threshold", "held-out clips", "source", "target", "from"],
                                  unit_rows)
@@ -732,9 +737,9 @@ def _summary_columns(edition: str) -> tuple[tuple[str, str], ...]:
 def _type_rows(summary: dict) -> tuple[list[str], list[list[str]]]:
     columns = _summary_columns(summary["protocol"])
     header = ["machine type", *(title for _, title in columns)]
-    rows = [[machine_type, *(_fmt(figures.get(key)) for key, _ in columns)]
+    rows = [[machine_type, *(fmt(figures.get(key)) for key, _ in columns)]
             for machine_type, figures in summary["per_type"].items()]
-    rows.append(["all types", *(_fmt(summary.get(key)) for key, _ in columns)])
+    rows.append(["all types", *(fmt(summary.get(key)) for key, _ in columns)])
     return header, rows
 
 
