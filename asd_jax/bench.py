@@ -40,7 +40,7 @@ import numpy as np
 
 from asd_jax.config import split_list
 from asd_jax.data.features import FeatureConfig
-from asd_jax.hardware import cpu_name, device_name
+from asd_jax.hardware import cpu_name, device_name, published_peak
 from asd_jax.methods import registry
 from asd_jax.train import ensemble
 
@@ -72,6 +72,7 @@ def run(config) -> dict:
         "peak_kind": f"jitted float32 square matmul, default precision, best of sizes {tuple(sizes)} measured "
                      "before and after the training programs",
         "peak_samples_flops_per_s": peak_samples,
+        "published_peak": published_peak(device),
         "flops_note": "flops_per_window: matmul FLOPs by hand, forward + backward = 3x forward (used for "
                       "share_of_peak); flops_per_window_executed: matmul FLOPs of the traced step after dead-code "
                       "elimination (share_of_peak_executed); flops_per_window_xla: XLA's cost analysis of the "

@@ -100,3 +100,15 @@ def test_executed_flops_of_the_default_step_are_close_to_the_model_count(method)
     executed = bench.count_matmul_flops(jax.make_jaxpr(train_fn)(states, features, labels).jaxpr) / train.batch_size
     slack = 1.35 if entry.labels else 1 + 1e-9  # CNN: transposed strided convolutions are counted over dilated inputs
     assert 0.75 < executed / entry.flops_per_window(config[method], 128) <= slack
+
+
+def test_published_peaks_are_given_for_known_accelerators_only():
+    from types import SimpleNamespace
+
+    from asd_jax.hardware import published_peak
+
+    h200 = published_peak(SimpleNamespace(platform="gpu", device_kind="NVIDIA H200"))
+    assert h200["device_kind"] == "NVIDIA H200" and h200["tflops"]["float32"] == 67.0
+    assert published_peak(SimpleNamespace(platform="tpu", device_kind="TPU v4"))["tflops"] == {"bfloat16": 275.0}
+    assert published_peak(SimpleNamespace(platform="gpu", device_kind="Some Future GPU")) is None
+    assert published_peak(SimpleNamespace(platform="cpu", device_kind="cpu")) is None
