@@ -32,7 +32,7 @@ test-all: $(STAMP)
 	$(PY) -m pytest -q
 
 bench: $(STAMP)
-	$(PY) launch.py --mode=benchmark --method=lstm,gru_ae,dense_ae --ensemble_sizes=1,8 \
+	$(PY) launch.py --mode=benchmark --method=lstm,gru_ae,dense_ae,id_classifier --ensemble_sizes=1,8 \
 		--config.benchmark.member_maps=map,vmap --output=bench.json
 	$(PY) -m asd_jax.data.bench_features --output=bench_features.json
 
