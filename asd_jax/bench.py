@@ -110,7 +110,7 @@ def bench_one(method_name: str, config, ensemble_size: int, features: jax.Array,
     members = [ensemble.Member.create(seed, learning_rate=float(section.train.learning_rate))
                for seed in range(config.seed, config.seed + ensemble_size)]
     states = ensemble.init_states(model, members, features.shape[-1], train.make_optimizer(len(features)))
-    layout = ensemble.plan_layout(ensemble_size, train.batch_size, member_map)
+    layout = ensemble.plan_layout(ensemble_size, train.batch_size, member_map, cpu_member_map=model.cpu_member_map)
     states, features = ensemble.place(states, features, layout)
     labels = jnp.zeros(len(features), jnp.int32) if method.labels else None
     train_fn = ensemble.make_train_fn(model, train.batch_size, steps, layout)

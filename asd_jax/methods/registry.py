@@ -38,7 +38,7 @@ def train_section(epochs: int, batch_size: int, learning_rate: float, windows_pe
         optimizer="adam", learning_rate=learning_rate, weight_decay=0.0,
         momentum=ml_collections.config_dict.placeholder(float), grad_clip_norm=0.0, schedule="constant",
         warmup_epochs=0.0, checkpoint_every_epochs=1, validate_every_epochs=1,
-        member_map="auto"))  # auto: lax.map over members on one CPU, vmap elsewhere (see train.ensemble.Layout)
+        member_map="auto"))  # auto: on one CPU the method's faster way (Method.cpu_member_map), vmap elsewhere
 
 
 @dataclasses.dataclass(frozen=True)
@@ -49,7 +49,9 @@ class Method:
     forward + backward matmul FLOPs of one window (3x forward), and ``errors(module, variables, batch, train)`` the
     per-window error [B] (the loss and the score) and the updated batch statistics (or None);
     ``init_inputs(sample_batch)`` gives the keyword arguments of ``module.init`` (default: ``frames=`` the windows);
-    ``detector`` names a detector class of its own ("module:Class") when the kind's default does not fit."""
+    ``detector`` names a detector class of its own ("module:Class") when the kind's default does not fit;
+    ``cpu_member_map`` is what ``train.member_map=auto`` means on one CPU device, the faster of ``map`` and
+    ``vmap`` there for this model (measured with ``make bench``)."""
 
     name: str
     summary: str
@@ -64,6 +66,7 @@ class Method:
     init_inputs: Callable[[dict], dict] | None = None
     labels: str | None = None
     detector: str = ""  # "module:Class" of a detector of its own; default: the kind's (pipeline.DETECTORS)
+    cpu_member_map: str = "map"  # member_map="auto" on one CPU: map (recurrent, CNN) or vmap (dense_ae)
 
     def __post_init__(self):
         if self.kind not in KINDS:
@@ -92,7 +95,8 @@ class Method:
             return module.init(key, **inputs)
 
         return WindowModel(self.name, length, init=init,
-                           errors=lambda variables, batch, train: self.errors(module, variables, batch, train))
+                           errors=lambda variables, batch, train: self.errors(module, variables, batch, train),
+                           cpu_member_map=self.cpu_member_map)
 
 
 _REGISTRY: dict[str, Method] = {}
@@ -193,7 +197,8 @@ register(Method(
     flops_per_window=_dense_flops,
     errors=lambda module, variables, batch, train: dense_ae.reconstruction_errors(
         module, variables, batch["windows"], train),
-    init_inputs=lambda sample: {"frames": sample["windows"], "train": False}))
+    init_inputs=lambda sample: {"frames": sample["windows"], "train": False},
+    cpu_member_map="vmap"))  # its large batched matmuls: vmap 1.38x map at E=8 on the 2-core AMD EPYC
 
 
 def _ocsvm_config():  # write-up Method I: clip vector -> StandardScaler -> OneClassSVM(rbf), gamma and nu tuned

@@ -51,6 +51,7 @@ class WindowModel:
     window_length: int
     init: Callable[[jax.Array, int], dict]
     errors: Callable[[dict, dict, bool], tuple[jax.Array, Any]]
+    cpu_member_map: str = "map"  # what member_map="auto" means on one CPU device (see Layout)
 
 
 class MemberState(struct.PyTreeNode):
@@ -124,8 +125,9 @@ class Layout:
     * ``members`` < devices: members are replicated and every member's batch is split over the devices instead
       ('batch' axis; XLA all-reduces the gradients), when the batch size divides; else padding as above.
     * ``member_map``: ``vmap`` batches the members into each matmul; ``map`` runs them one after another inside
-      the program (``lax.map``), which on a CPU is faster than vmapping (XLA CPU does not turn the batched
-      recurrent matmuls into larger GEMMs) and is never slower than running the members as separate programs.
+      the program (``lax.map``), which on a CPU is faster than vmapping for the recurrent and convolutional
+      models (XLA CPU does not turn their batched matmuls into larger GEMMs); the dense AE's large matmuls vmap
+      well. ``auto`` takes the model's own choice on one CPU (``WindowModel.cpu_member_map``), vmap elsewhere.
     """
 
     members: int
@@ -159,9 +161,12 @@ class Layout:
 MEMBER_MAPS = ("auto", "vmap", "map")
 
 
-def plan_layout(num_members: int, batch_size: int, member_map: str = "auto", devices=None) -> Layout:
+def plan_layout(num_members: int, batch_size: int, member_map: str = "auto", devices=None,
+                cpu_member_map: str = "map") -> Layout:
     """The :class:`Layout` of ``num_members`` members with batches of ``batch_size`` on ``devices`` (default: all
-    local devices; every process's devices when there are several processes)."""
+    local devices; every process's devices when there are several processes). ``member_map="auto"`` is
+    ``cpu_member_map`` on one CPU device (the model's faster way there, :class:`WindowModel`) and ``vmap``
+    elsewhere."""
     from jax.sharding import Mesh
 
     if member_map not in MEMBER_MAPS:
@@ -170,7 +175,9 @@ def plan_layout(num_members: int, batch_size: int, member_map: str = "auto", dev
         devices = jax.devices() if jax.process_count() > 1 else jax.local_devices()
     devices = list(devices)
     if member_map == "auto":
-        member_map = "map" if devices[0].platform == "cpu" and len(devices) == 1 else "vmap"
+        on_one_cpu = devices[0].platform == "cpu" and len(devices) == 1
+        # one member: map (a loop of one, batch-free matmuls); vmap over one member made the dense AE 1.6x slower
+        member_map = ("map" if num_members == 1 else cpu_member_map) if on_one_cpu else "vmap"
     if len(devices) < 2:
         return Layout(num_members, num_members, member_map=member_map)
     if num_members < len(devices) and batch_size % len(devices) == 0:
@@ -267,10 +274,13 @@ def make_train_fn(model: WindowModel, batch_size: int, steps_per_call: int, layo
         return new_state, loss
 
     def train_steps(states: MemberState, features: jax.Array, labels):
-        if layout.member_map == "map":
-            step_all = lambda s, f, l: jax.lax.map(lambda one: member_step(one, f, l), s)
-        else:
-            step_all = jax.vmap(member_step, in_axes=(0, None, None))
+        if layout.member_map == "map":  # member by member, each running all its steps: its state stays in cache
+            def member_steps(one: MemberState):
+                return jax.lax.scan(lambda s, _: member_step(s, features, labels), one, None, length=steps_per_call)
+
+            states, losses = jax.lax.map(member_steps, states)  # losses [E, steps]
+            return states, losses.T
+        step_all = jax.vmap(member_step, in_axes=(0, None, None))
         return jax.lax.scan(lambda s, _: step_all(s, features, labels), states, None, length=steps_per_call)
 
     return jax.jit(train_steps, donate_argnums=0)
@@ -388,7 +398,7 @@ def train_ensemble(
     steps_per_call, steps_per_epoch = config.schedule_steps(num_clips)
     optimizer = config.make_optimizer(num_clips)
     states = init_states(model, members, mels, optimizer)
-    layout = plan_layout(len(members), config.batch_size, config.member_map)
+    layout = plan_layout(len(members), config.batch_size, config.member_map, cpu_member_map=model.cpu_member_map)
     several = layout.mesh is not None and layout.mesh.is_multi_process
     primary = distributed.is_primary()
     if several:  # restored straight onto every process's devices; labels replicated as the features

@@ -73,11 +73,12 @@ def train(model, members, features, config=CONFIG, workdir=None, **kwargs):
 def test_vmapped_members_equal_separate_single_member_runs(method, features):
     model = tiny_model(method)
     members = [Member(0, 1e-3), Member(1, 3e-3), Member(2, 1e-3)]
-    states, history = train(model, members, features)
+    config = dataclasses.replace(CONFIG, member_map="vmap")  # auto maps a single member (see the next test)
+    states, history = train(model, members, features, config)
     assert [r["epoch"] for r in history] == [1, 2]
     assert np.asarray(states.step).tolist() == [8, 8, 8]
     for index, one in enumerate(members):
-        single, single_history = train(model, [one], features)
+        single, single_history = train(model, [one], features, config)
         assert_trees(member(states, index), member(single, 0))
         for record, single_record in zip(history, single_history):
             np.testing.assert_allclose(record["loss"][index], single_record["loss"][0], rtol=1e-4, atol=1e-5)
@@ -272,3 +273,18 @@ def test_schedule(num_clips, windows_per_clip, batch_size, steps_per_call, expec
     assert (per_call, per_epoch) == expected
     needed = max(1, math.ceil(num_clips * windows_per_clip / batch_size))
     assert per_epoch % per_call == 0 and needed <= per_epoch < needed + per_call and per_call <= steps_per_call
+
+
+def test_auto_member_map_is_the_models_choice_on_one_cpu_and_vmap_elsewhere():
+    from types import SimpleNamespace
+
+    cpu = jax.devices("cpu")[:1]
+    assert ensemble.plan_layout(8, 64, "auto", cpu).member_map == "map"
+    assert ensemble.plan_layout(8, 64, "auto", cpu, cpu_member_map="vmap").member_map == "vmap"
+    assert ensemble.plan_layout(8, 64, "map", cpu, cpu_member_map="vmap").member_map == "map"  # asked for: kept
+    assert ensemble.plan_layout(1, 64, "auto", cpu, cpu_member_map="vmap").member_map == "map"  # one member
+    gpu = [SimpleNamespace(platform="gpu")]
+    assert ensemble.plan_layout(8, 64, "auto", gpu, cpu_member_map="map").member_map == "vmap"
+    config = get_config()
+    assert registry.get("dense_ae").window_model(config).cpu_member_map == "vmap"
+    assert {registry.get(m).window_model(config).cpu_member_map for m in ("lstm", "gru_ae", "id_classifier")} == {"map"}
