@@ -256,3 +256,18 @@ def test_sigkill_mid_sweep_then_resume_gives_the_same_figures(finished_sweep, ti
     resumed = json.load(open(os.path.join(out, "sweep.json")))
     assert [g["status"] for g in resumed["groups"]] == ["done", "done"]
     assert resumed["settings"] == json.loads(json.dumps(reference["settings"]))
+
+
+def test_every_sweep_file_in_experiments_declares_valid_members():
+    """Each shipped sweep loads, expands (every swept path exists and is read by its method) and groups."""
+    folder = os.path.join(REPO, "experiments", "sweeps")
+    files = sorted(name for name in os.listdir(folder) if name.endswith(".py"))
+    assert {"smoke.py", "writeup.py", "id_classifier.py"} <= set(files)
+    groups_of = {}
+    for name in files:
+        module = sweep.load(os.path.join(folder, name))
+        members = experiment.expand(module.get_config(), module.get_sweep())
+        groups_of[name] = experiment.group(members)
+        assert members and sum(len(g.members) for g in groups_of[name]) == len(members), name
+    # the id classifier's loss and augmentation are static: one group of 2 seeds each
+    assert [len(g.members) for g in groups_of["id_classifier.py"]] == [2, 2, 2]

@@ -198,7 +198,7 @@ register(Method(
     errors=lambda module, variables, batch, train: dense_ae.reconstruction_errors(
         module, variables, batch["windows"], train),
     init_inputs=lambda sample: {"frames": sample["windows"], "train": False},
-    cpu_member_map="vmap"))  # its large batched matmuls: vmap 1.38x map at E=8 on the 2-core AMD EPYC
+    cpu_member_map="vmap"))  # large batched matmuls: vmap 1.15-1.38x map at E=8 (2-vCPU AMD EPYC, 2 runs)
 
 
 def _ocsvm_config():  # write-up Method I: clip vector -> StandardScaler -> OneClassSVM(rbf), gamma and nu tuned
