@@ -67,7 +67,6 @@ def run(config) -> dict:
         row["share_of_peak"] = row["flops_per_s"] / peak
         row["share_of_peak_executed"] = row["flops_per_s_executed"] / peak
     output = {
-        "device": f"{device.platform}: {device_name(device)}",
         "peak_flops_per_s": peak,
         "peak_kind": f"jitted float32 square matmul, default precision, best of sizes {tuple(sizes)} measured "
                      "before and after the training programs",
@@ -79,14 +78,7 @@ def run(config) -> dict:
                       "compiled call per window of one step, all ops, each loop body counted once",
         "results": results,
         "features_shape": list(shape),
-        "jax_version": jax.__version__,
-        "cpu": cpu_name(),
-        "cpu_count": os.cpu_count(),
-        "device_count": jax.device_count(),
-        "load_average_before": load_before,
-        "load_average_after": load_average(),
-        "xla_flags": os.environ.get("XLA_FLAGS", ""),
-        "timestamp": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
+        **machine_facts(device, load_before),
     }
     print(format_table(output), flush=True)
     if config.output:
@@ -230,6 +222,22 @@ def format_table(output: dict) -> str:
     lines.append(f"{output['device']} ({output['cpu_count']} CPUs{load}); peak {output['peak_flops_per_s'] / 1e9:.1f} "
                  "GFLOP/s (float32 matmul, same run)")
     return "\n".join(lines)
+
+
+def machine_facts(device, load_before: list[float]) -> dict:
+    """What every benchmark JSON says of where and when it ran: the device, the CPU, JAX, the load averages before
+    (``load_before``) and now, the XLA flags and the time."""
+    return {
+        "device": f"{device.platform}: {device_name(device)}",
+        "jax_version": jax.__version__,
+        "cpu": cpu_name(),
+        "cpu_count": os.cpu_count(),
+        "device_count": jax.device_count(),
+        "load_average_before": load_before,
+        "load_average_after": load_average(),
+        "xla_flags": os.environ.get("XLA_FLAGS", ""),
+        "timestamp": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
+    }
 
 
 def load_average() -> list[float]:

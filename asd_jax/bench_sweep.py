@@ -18,7 +18,6 @@ the CPU / device, JAX version and load averages, since other processes slow both
 from __future__ import annotations
 
 import copy
-import datetime
 import json
 import os
 import pickle
@@ -30,8 +29,7 @@ import time
 import jax
 
 from asd_jax import experiment, pipeline, sweep
-from asd_jax.bench import load_average
-from asd_jax.hardware import cpu_name, device_name
+from asd_jax.bench import load_average, machine_facts
 from asd_jax.rundir import RunDir
 
 TOGETHER, SEPARATE = "together", "separate"
@@ -53,7 +51,7 @@ def run(config) -> dict:
     os.makedirs(os.path.join(root, SEPARATE), exist_ok=True)
     print(f"benchmark of sweep {sweep.sweep_name(config.sweep)}: {len(members)} members in {len(groups)} group(s); "
           f"directory {root}")
-    for key, group in {pipeline.data_key(g.config): g for g in groups}.items():  # fill the feature cache, untimed
+    for group in {pipeline.data_key(g.config): g for g in groups}.values():  # fill the feature cache, untimed
         pipeline.load_data(group.config)
     load_before = load_average()
 
@@ -75,7 +73,6 @@ def run(config) -> dict:
         row["mean_auc_together"] = together_auc.get(member.name)
     diffs = [abs(row["mean_auc"] - row["mean_auc_together"]) for row in separate
              if row["mean_auc"] is not None and row["mean_auc_together"] is not None]
-    device = jax.devices()[0]
     output = {
         "sweep": config.sweep, "members": len(members),
         "groups": [{"name": r["name"], "members": len(r["members"]), "seconds": r["seconds"],
@@ -86,10 +83,7 @@ def run(config) -> dict:
         "note": "together: --mode=sweep, one compiled program per group, data read once; separate: one process "
                 "per member (--mode=train, 1 seed), one after another, each with its own start, data read and "
                 "compile; features cached before both",
-        "device": f"{device.platform}: {device_name(device)}", "cpu": cpu_name(), "cpu_count": os.cpu_count(),
-        "device_count": jax.device_count(), "jax_version": jax.__version__,
-        "load_average_before": load_before, "load_average_after": load_average(),
-        "timestamp": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
+        **machine_facts(jax.devices()[0], load_before),
     }
     print(format_table(output), flush=True)
     path = config.output or os.path.join(root, "bench_sweep.json")

@@ -54,9 +54,9 @@ def patch_conv(x: jax.Array, kernel: jax.Array, stride: int) -> jax.Array:
     """A "SAME" convolution as shifted strided slices concatenated along channels, then one matmul (im2col).
 
     x [B, H, W, C_in], kernel [kh, kw, C_in, C_out] -> [B, ceil(H/s), ceil(W/s), C_out]; equal to
-    ``lax.conv_general_dilated`` with "SAME" padding. On a CPU, XLA's convolutions (above all their gradients) run
-    at a few GFLOP/s, while a matmul runs near the peak: this is several times faster there; the gradient of a
-    slice is a pad, so the backward pass is matmuls too."""
+    ``lax.conv_general_dilated`` with "SAME" padding. On a CPU, XLA's convolution inside a loop (the trainer's
+    ``lax.scan`` / ``lax.map``) ran some 30x slower than outside one, while matmuls keep their speed in loops
+    (:func:`uses_patches`); the gradient of a slice is a pad, so the backward pass is matmuls too."""
     kh, kw, c_in, c_out = kernel.shape
     _, height, width, _ = x.shape
     (top, bottom), (left, right) = _same_padding(height, kh, stride), _same_padding(width, kw, stride)
