@@ -1,8 +1,9 @@
 """Decode any WAV into mono float32 at the target rate and duration.
 
 Handles 8/16/24/32-bit integer and float PCM, WAVE_FORMAT_EXTENSIBLE and multichannel files. A multichannel file
-(raw 8-channel MIMII) becomes mono by averaging its channels (``channel="mean"``, the default) or by taking one
-channel (``channel=0``: what DCASE 2020 did with MIMII, see :func:`select_channel`). Problems raise
+(raw 8-channel MIMII, DCASE 2026's two channels: 0 the microphone near the machine, 1 the far one) becomes mono by
+averaging its channels (``channel="mean"``, the default) or by taking one channel (``channel=0``: what DCASE 2020 did
+with MIMII and the 2026 baseline does, see :func:`select_channel`). Problems raise
 :class:`AudioError`, whose message names the file, what is wrong and what to do about it. :func:`level_dbfs` and
 :func:`quiet_problem` flag clips that decode but are silent or near-silent (a dead or unplugged microphone): those
 are usable, so they are reported, not rejected.

@@ -1,27 +1,47 @@
-"""Find and label clips of every DCASE Task 2 edition (2020-2024) and of raw MIMII recordings.
+"""Find and label clips of every DCASE Task 2 edition (2020-2026) and of raw MIMII recordings.
 
 File names (the folder above ``train/``/``test/``, or the flat folder itself, is the machine type):
 
 * 2020 dev:        ``{normal|anomaly}_id_XX_NNNNNNNN.wav``
 * 2020 eval:       ``id_XX_NNNNNNNN.wav``
-* 2021-2024 dev:   ``section_XX_{source|target}_{train|test}_{normal|anomaly}_NNNN[_<attributes>].wav``
-  (attributes such as ``vel_620_ac_0.08`` are ``key_value`` pairs; 2024 writes ``noAttribute`` when there are none)
+* 2021-2026 dev:   ``section_XX_{source|target}_{train|test}_{normal|anomaly}_NNNN[_<attributes>].wav``
+  (attributes such as ``vel_620_ac_0.08`` are ``key_value`` pairs; 2024-2026 write ``noAttribute`` where they are
+  hidden; a key can repeat, as in 2026's ``car_D2_spd_5_mic_2_mic_1``)
 * 2021 eval:       ``section_XX_{source|target}_test_NNNN.wav``
-* 2022-2024 eval:  ``section_XX_NNNN.wav``
+* 2022-2026 eval:  ``section_XX_NNNN.wav``; also ``section_XX_test_NNNN.wav``, the form the 2025/2026 baseline
+  documentation shows
 * raw MIMII:       ``<type>/id_XX/{normal,abnormal}/NNNNNNNN.wav``, also under ``<snr>_<type>/`` (``-6_dB_fan/fan/...``)
 
-A name that fits none of them is reported in :attr:`ClipList.unmatched`, never guessed.
+A name that fits none of them is reported in :attr:`ClipList.unmatched`, never guessed. DCASE 2026 clips have two
+channels (near and far microphone); every earlier edition is single-channel.
+
+**Supplemental clips** (DCASE 2025): ``<type>/supplemental/`` holds clean machine recordings and noise-only
+recordings, neither train nor test clips. :func:`find_clips` never reads that folder; :func:`find_supplemental`
+does. Names are ``section_XX_<words>_NNNN[_<attributes>].wav`` where the words are one of ``machine``/``noise``
+and any of ``source``, ``target``, ``supplemental``, ``normal`` (``section_00_machine_0001_.wav``,
+``section_00_machine_source_0000_noAttribute.wav``, ``section_00_source_supplemental_machine_0000.wav``,
+``section_00_noise_supplemental_normal_0000.wav``); any other name is reported, not guessed.
+
+**Attributes** come from the name, from ``attributes_XX.csv`` files in the machine folder and from ground truth.
+Hidden values (``noAttribute`` in a name or a CSV cell) give no attribute at all: such a clip's ``attributes`` is
+empty, so nothing that groups clips by attribute sees a made-up class.
 
 Every clip has a ``section``: the unit DCASE scores separately (the 2021+ section, or the 2020/MIMII machine id), and
 ``machine_id`` holds the same value, so code that groups by machine id works for every edition.
 
 **Edition.** :func:`detect_edition` reads the names: machine-id names are 2020 (raw MIMII too: ids, no domains);
-section names are 2021-2024, narrowed by eval-name style (domain in the name: 2021; ``section_XX_NNNN``: 2022+),
-``noAttribute`` (2024), machine types that exist in one edition only (pump: 2021; bearing: 2022+; the 2023 and
-2024 additional/eval types), sections other than 00 (2021/2022: 2023+ has only section 00 per type) and, between
-2021 and 2022, the number of target-domain training clips per section (2021: 3, 2022: 10). What is left is a best
-guess (2023 for section 00 only, else 2022) and :attr:`ClipList.edition_reason` says why; pass ``edition=`` to
-choose. Names of two families (machine-id and section names) in one set are an error.
+section names are 2021-2026, narrowed by eval-name style (domain in the name: 2021; ``section_XX_NNNN``: 2022+;
+``section_XX_test_NNNN``: 2025/2026), ``noAttribute`` (2024-2026, and per machine type the editions that hid its
+attributes), machine types that exist in some editions only (pump: 2021; bearing: 2022-2025; the ``...Emu`` types:
+2026; each edition's additional/eval types), sections other than 00 (2021/2022: 2023+ has only section 00 per
+type) and, between 2021 and 2022, the number of target-domain training clips per section (2021: 3, 2022: 10).
+:func:`find_clips` adds what the files say: two channels (2026), one channel (not 2026), a ``supplemental/`` folder
+(2025). One channel, the ``supplemental/`` folder, repeated attribute keys (2026) and the per-type ``noAttribute``
+rule are hints: one that contradicts firmer evidence is set aside and said so; other conflicts raise
+:class:`EditionConflict`, which an ``edition=`` passed to :func:`find_clips` overrides. What is left is a best guess
+(2023 for section 00 only, then 2024, 2025, 2026; else 2022) and :attr:`ClipList.edition_reason` says why; pass
+``edition=`` to choose. The 2022-2026 protocols score alike, so a wrong guess among them changes no official figure.
+Names of two families (machine-id and section names) in one set are an error.
 
 **Raw MIMII split.** MIMII folders have no train/test split. Per id folder, :func:`mimii_test_normal_count` normals
 go to test with every abnormal clip, the rest train. DCASE's rule is as many test normals as anomalies, capped so
@@ -44,11 +64,13 @@ from collections import Counter
 from collections.abc import Iterable, Sequence
 
 import numpy as np
+import soundfile as sf
 
 NORMAL, ANOMALY, UNKNOWN = 0, 1, -1
 SPLITS = ("train", "test")
 DOMAINS = ("source", "target")
-EDITIONS = ("dcase2020", "dcase2021", "dcase2022", "dcase2023", "dcase2024")
+EDITIONS = ("dcase2020", "dcase2021", "dcase2022", "dcase2023", "dcase2024", "dcase2025", "dcase2026")
+SUPPLEMENTAL_KINDS = ("machine", "noise")
 
 log = logging.getLogger(__name__)
 
@@ -61,16 +83,40 @@ _SECTION_DEV = re.compile(
 )
 _EVAL2021 = re.compile(r"^section_(?P<id>\d+)_(?P<domain>source|target)_test_(?P<num>\d+)\.wav$", re.IGNORECASE)
 _EVAL2022 = re.compile(r"^section_(?P<id>\d+)_(?P<num>\d+)\.wav$", re.IGNORECASE)
+_EVAL_TEST = re.compile(r"^section_(?P<id>\d+)_test_(?P<num>\d+)\.wav$", re.IGNORECASE)
+_SUPPLEMENTAL = re.compile(r"^section_(?P<id>\d+)_(?P<words>(?:[a-z]+_)+?)(?P<num>\d+)(?P<rest>_.*)?\.wav$",
+                           re.IGNORECASE)
+_SUPPLEMENTAL_WORDS = {"source", "target", "supplemental", "normal", *SUPPLEMENTAL_KINDS}
 _MIMII_ID = re.compile(r"^id_(?P<id>\d+)$", re.IGNORECASE)
 _GROUND_TRUTH_FILE = re.compile(r"^ground_truth_(?P<type>.+?)_section_\d+", re.IGNORECASE)
 _ATTRIBUTE_PAIR = re.compile(r"^d(?P<n>\d+)(?P<kind>[pv])$", re.IGNORECASE)
+_HIDDEN = "noattribute"
 
-# Machine types that appear in one span of editions only (DCASE 2021-2024 task descriptions), lower case.
-_TYPES_2021_ONLY = {"pump"}
-_TYPES_2022_ON = {"bearing"}
-_TYPES_2023_ONLY = {"toydrone", "toynscale", "toytank", "vacuum", "bandsaw", "grinder", "shaker"}
-_TYPES_2024_ONLY = {"3dprinter", "aircompressor", "brushlessmotor", "hairdryer", "hoveringdrone", "roboticarm",
-                    "scanner", "toothbrush", "toycircuit"}
+_2021_TO_2025 = frozenset({"dcase2021", "dcase2022", "dcase2023", "dcase2024", "dcase2025"})
+# Editions in which a machine type has section names, for types not in every 2021-2026 edition (lower case; from
+# the DCASE task descriptions and the nttcslab baseline's machine-type lists): 2026 replaced bearing, gearbox,
+# slider, valve and ToyTrain by emulated "...Emu" recordings.
+_TYPE_EDITIONS: dict[str, frozenset[str]] = {
+    "pump": frozenset({"dcase2021"}),
+    "bearing": frozenset({"dcase2022", "dcase2023", "dcase2024", "dcase2025"}),
+    **dict.fromkeys(("gearbox", "slider", "valve", "toytrain"), _2021_TO_2025),
+    **dict.fromkeys(("toynscale", "toytank", "vacuum", "bandsaw", "grinder", "shaker"), frozenset({"dcase2023"})),
+    "toydrone": frozenset({"dcase2023", "dcase2026"}),
+    **dict.fromkeys(("3dprinter", "aircompressor", "brushlessmotor", "hairdryer", "hoveringdrone", "roboticarm",
+                     "scanner", "toycircuit"), frozenset({"dcase2024"})),
+    "toothbrush": frozenset({"dcase2024", "dcase2026"}),
+    **dict.fromkeys(("toyrccar", "toypet", "homecamera", "autotrash", "polisher", "screwfeeder", "bandsealer",
+                     "coffeegrinder"), frozenset({"dcase2025"})),
+    **dict.fromkeys(("toycaremu", "bearingemu", "gearboxemu", "slideremu", "valveemu", "sewingmachine",
+                     "blowerdustcollector", "sander"), frozenset({"dcase2026"})),
+}
+# Machine types whose released names hide their attributes as ``noAttribute``, per edition (2024/2025: the
+# baseline's ground_truth_attributes correspondence files; 2026: the released dev and additional training names).
+_HIDDEN_ATTRIBUTE_TYPES = {
+    "dcase2024": {"toytrain", "gearbox", "slider", "aircompressor", "brushlessmotor", "hoveringdrone", "toothbrush"},
+    "dcase2025": {"toytrain", "bearing", "slider", "autotrash", "polisher", "screwfeeder", "toypet"},
+    "dcase2026": {"toycar", "bearingemu", "slideremu", "valveemu", "sewingmachine", "toothbrush"},
+}
 _LABELS = {"0": NORMAL, "1": ANOMALY, "0.0": NORMAL, "1.0": ANOMALY, "normal": NORMAL, "anomaly": ANOMALY,
            "abnormal": ANOMALY}
 _DOMAIN_VALUES = {"0": "source", "1": "target", "0.0": "source", "1.0": "target", "source": "source",
@@ -81,6 +127,10 @@ _LABEL_COLUMNS = ("label", "anomaly", "is_anomaly", "y_true")
 
 class DatasetError(ValueError):
     """A data folder that cannot be used as asked; the message names the folder and the fix."""
+
+
+class EditionConflict(DatasetError):
+    """Section names whose hints (eval-name style, machine type, channels, ...) fit no single DCASE edition."""
 
 
 @dataclasses.dataclass(frozen=True)
@@ -111,9 +161,11 @@ class ClipList:
 
     clips: list[Clip]
     unmatched: list[str]  # wav paths whose names fit no DCASE pattern
-    edition: str | None = None  # "dcase2020" ... "dcase2024"; None when no clip was found
+    edition: str | None = None  # "dcase2020" ... "dcase2026"; None when no clip was found
     edition_reason: str = ""  # why: the rule that decided, or that it was passed in
     layout: str = ""  # "dcase" (train/test folders), "flat" (one folder of DCASE names) or "mimii" (raw MIMII)
+    channels: int | None = None  # channel count of the clips (read from a few headers); None when unknown
+    supplemental: bool = False  # whether the machine folder has a supplemental/ folder (see find_supplemental)
 
     def select(self, split: str | None = None, machine_ids: Iterable[str] | None = None,
                domain: str | None = None) -> list[Clip]:
@@ -144,26 +196,41 @@ def normalise_edition(edition: str | int | None) -> str | None:
     return f"dcase{text}"
 
 
+def _attribute_pairs(text: str) -> list[tuple[str, str]] | None:
+    """The ``key_value`` pairs of an attribute string, or None when it is not such pairs (odd token count, or a
+    key without a letter)."""
+    tokens = text.strip("_").split("_")
+    keys = tokens[0::2]
+    if len(tokens) % 2 or not all(re.search(r"[a-z]", key, re.IGNORECASE) for key in keys):
+        return None
+    return list(zip(keys, tokens[1::2]))
+
+
 def parse_attributes(text: str) -> dict[str, str]:
     """The attribute part of a 2021+ file name as a dict: ``vel_620_ac_0.08`` -> {"vel": "620", "ac": "0.08"}.
 
-    ``noAttribute`` and an empty part give {}; a part that is not ``key_value`` pairs with non-numeric keys (e.g.
-    2021's ``A1Spd28VMic1``) is kept whole as {"attributes": text}.
+    ``noAttribute`` (hidden values) and an empty part give {}. A key that repeats (2026's two-microphone
+    ``mic_2_mic_1``) keeps every value: the second is ``mic.2``, the third ``mic.3``. A part that is not
+    ``key_value`` pairs with non-numeric keys (e.g. 2021's ``A1Spd28VMic1``) is kept whole as {"attributes": text}.
     """
     text = text.strip("_")
-    if not text or text.lower() == "noattribute":
+    if not text or text.lower() == _HIDDEN:
         return {}
-    tokens = text.split("_")
-    keys = tokens[0::2]
-    if len(tokens) % 2 == 0 and all(re.search(r"[a-z]", key, re.IGNORECASE) for key in keys):
-        return dict(zip(keys, tokens[1::2]))
-    return {"attributes": text}
+    pairs = _attribute_pairs(text)
+    if pairs is None:
+        return {"attributes": text}
+    attributes, seen = {}, Counter()
+    for key, value in pairs:
+        seen[key] += 1
+        attributes[key if seen[key] == 1 else f"{key}.{seen[key]}"] = value
+    return attributes
 
 
 def _match(name: str) -> tuple[str | None, re.Match | None]:
-    """(kind of the name, its match): kinds "2020_dev", "2020_eval", "section_dev", "2021_eval", "2022_eval"."""
+    """(kind of the name, its match): kinds "2020_dev", "2020_eval", "section_dev", "2021_eval", "2022_eval",
+    "test_eval"."""
     for kind, pattern in (("section_dev", _SECTION_DEV), ("2021_eval", _EVAL2021), ("2022_eval", _EVAL2022),
-                          ("2020_dev", _DEV2020), ("2020_eval", _EVAL2020)):
+                          ("test_eval", _EVAL_TEST), ("2020_dev", _DEV2020), ("2020_eval", _EVAL2020)):
         if m := pattern.match(name):
             return kind, m
     return None, None
@@ -185,7 +252,7 @@ def parse_name(path: str, machine_type: str, split: str | None) -> Clip | None:
                     attributes=parse_attributes(m["rest"]))
     if kind == "2021_eval":
         return Clip(path, machine_type, section, split or "test", UNKNOWN, m["domain"].lower())
-    if kind == "2022_eval":
+    if kind in ("2022_eval", "test_eval"):
         return Clip(path, machine_type, section, split or "test", UNKNOWN)
     if kind == "2020_dev":
         label = NORMAL if m["label"].lower() == "normal" else ANOMALY
@@ -210,13 +277,24 @@ def unit_of(path: str) -> tuple[str, str | None] | None:
 # ---------------------------------------------------------------------------------------------------- editions
 
 
-def detect_edition(names: Iterable[str], machine_type: str = "") -> tuple[str | None, str]:
+def _years(editions: Iterable[str]) -> str:
+    """'2021-2025' for dcase2021 ... dcase2025, '2023 and 2026' for {"dcase2023", "dcase2026"}."""
+    years = sorted(int(e.removeprefix("dcase")) for e in editions)
+    if len(years) > 2 and years[-1] - years[0] == len(years) - 1:
+        return f"{years[0]}-{years[-1]}"
+    return ", ".join(map(str, years[:-1])) + f" and {years[-1]}" if len(years) > 1 else str(years[0])
+
+
+def detect_edition(names: Iterable[str], machine_type: str = "", *, channels: int | None = None,
+                   supplemental: bool = False) -> tuple[str | None, str]:
     """(edition, reason) for a set of clip file names of one machine type (rules in the module docstring).
 
-    (None, reason) when no name fits a DCASE pattern; DatasetError when the names mix editions.
+    ``channels``: the clips' channel count when known; ``supplemental``: whether the machine folder has a
+    ``supplemental/`` folder. (None, reason) when no name fits a DCASE pattern; DatasetError when the names mix
+    name families, :class:`EditionConflict` when their hints fit no single edition.
     """
     kinds: dict[str, str] = {}
-    sections, target_train, no_attribute = set(), Counter(), False
+    sections, target_train, no_attribute, repeated_key = set(), Counter(), False, ""
     for name in names:
         base = os.path.basename(name)
         kind, m = _match(base)
@@ -225,50 +303,60 @@ def detect_edition(names: Iterable[str], machine_type: str = "") -> tuple[str | 
         kinds.setdefault(kind, base)
         sections.add(normalise_id(m["id"]))
         if kind == "section_dev":
-            no_attribute |= m["rest"].strip("_").lower() == "noattribute"
+            rest = m["rest"].strip("_")
+            no_attribute |= rest.lower() == _HIDDEN
+            pairs = _attribute_pairs(rest) if rest else None
+            if not repeated_key and pairs and len({k for k, _ in pairs}) < len(pairs):
+                repeated_key = base
             if m["domain"].lower() == "target" and m["split"].lower() == "train":
                 target_train[normalise_id(m["id"])] += 1
     if not kinds:
         return None, "no clip name fits a DCASE pattern"
     id_names = [kinds[k] for k in ("2020_dev", "2020_eval") if k in kinds]
-    section_names = [kinds[k] for k in ("section_dev", "2021_eval", "2022_eval") if k in kinds]
+    section_names = [kinds[k] for k in ("section_dev", "2021_eval", "2022_eval", "test_eval") if k in kinds]
     if id_names and section_names:
         raise DatasetError(f"{machine_type or 'these'} clips mix DCASE editions: machine-id names such as "
                            f"{id_names[0]!r} (2020) and section names such as {section_names[0]!r} (2021+); "
                            "keep one edition per data folder")
     if id_names:
         return "dcase2020", f"machine-id names such as {id_names[0]!r} are DCASE 2020's"
-    if "2021_eval" in kinds and "2022_eval" in kinds:
+    no_domain_eval = [kinds[k] for k in ("2022_eval", "test_eval") if k in kinds]
+    if "2021_eval" in kinds and no_domain_eval:
         raise DatasetError(f"{machine_type or 'these'} clips mix DCASE editions: {kinds['2021_eval']!r} is a 2021 "
-                           f"eval name, {kinds['2022_eval']!r} a 2022-2024 one; keep one edition per data folder")
+                           f"eval name, {no_domain_eval[0]!r} a 2022+ one; keep one edition per data folder")
 
-    candidates, reasons = ["dcase2021", "dcase2022", "dcase2023", "dcase2024"], []
+    candidates, reasons = [e for e in EDITIONS if e != "dcase2020"], []
 
-    def keep(allowed: set[str], why: str) -> None:
+    def keep(allowed: Iterable[str], why: str, hint: bool = False) -> None:
+        """Keep the candidates in ``allowed``; a ``hint`` that would leave none is set aside, a rule raises."""
         nonlocal candidates
+        allowed = set(allowed)
         remaining = [c for c in candidates if c in allowed]
+        if not remaining and hint:
+            reasons.append(f"{why}, but that contradicts the rest: set aside")
+            return
         if not remaining:
-            raise DatasetError(f"{machine_type or 'these'} clips fit no single DCASE edition: {'; '.join(reasons)}; "
-                               f"but {why}")
-        candidates = remaining
+            raise EditionConflict(f"{machine_type or 'these'} clips fit no single DCASE edition: "
+                                  f"{'; '.join(reasons) or 'section names'}; but {why}; pass the edition of the data "
+                                  "(edition= / --dcase_edition)")
         reasons.append(why)
+        candidates = remaining
 
     if "2021_eval" in kinds:
         keep({"dcase2021"}, f"eval names with a domain ({kinds['2021_eval']!r}) are DCASE 2021's")
     if "2022_eval" in kinds:
-        keep({"dcase2022", "dcase2023", "dcase2024"},
-             f"eval names without a domain ({kinds['2022_eval']!r}) are DCASE 2022-2024's")
+        keep(EDITIONS[2:], f"eval names without a domain ({kinds['2022_eval']!r}) are DCASE 2022-2026's")
+    if "test_eval" in kinds:
+        keep({"dcase2025", "dcase2026"}, f"eval names such as {kinds['test_eval']!r} are the form the DCASE "
+             "2025/2026 baseline documents")
     if no_attribute:
-        keep({"dcase2024"}, "'noAttribute' names are DCASE 2024's")
+        keep({"dcase2024", "dcase2025", "dcase2026"}, "'noAttribute' names are DCASE 2024-2026's")
     machine = machine_type.lower()
-    if machine in _TYPES_2021_ONLY:
-        keep({"dcase2021"}, f"{machine_type} has section names only in DCASE 2021")
-    if machine in _TYPES_2022_ON:
-        keep({"dcase2022", "dcase2023", "dcase2024"}, f"{machine_type} is in DCASE 2022-2024 only")
-    if machine in _TYPES_2023_ONLY:
-        keep({"dcase2023"}, f"{machine_type} is a DCASE 2023 machine type")
-    if machine in _TYPES_2024_ONLY:
-        keep({"dcase2024"}, f"{machine_type} is a DCASE 2024 machine type")
+    if machine in _TYPE_EDITIONS:
+        keep(_TYPE_EDITIONS[machine], f"{machine_type} has section names in DCASE {_years(_TYPE_EDITIONS[machine])} "
+             "only")
+    if channels == 2:
+        keep({"dcase2026"}, "two-channel clips are DCASE 2026's (2020-2025 clips have one channel)")
     other_sections = sorted(sections - {"00"})
     if other_sections:
         keep({"dcase2021", "dcase2022"},
@@ -279,21 +367,33 @@ def detect_edition(names: Iterable[str], machine_type: str = "") -> tuple[str | 
                 keep({"dcase2021"}, f"at most {most} target-domain training clips per section (2021: 3, 2022: 10)")
             else:
                 keep({"dcase2022"}, f"{most} target-domain training clips in a section (2021: 3, 2022: 10)")
-    order = ["dcase2022", "dcase2021"] if other_sections else ["dcase2023", "dcase2024", "dcase2022", "dcase2021"]
+    if channels == 1:
+        keep(EDITIONS[:-1], "single-channel clips (DCASE 2026 clips have two channels)", hint=True)
+    if supplemental:
+        keep({"dcase2025"}, "a supplemental/ folder (clean machine and noise clips) is DCASE 2025's", hint=True)
+    if no_attribute and any(machine in types for types in _HIDDEN_ATTRIBUTE_TYPES.values()):
+        hid = {e for e, types in _HIDDEN_ATTRIBUTE_TYPES.items() if machine in types}
+        keep(hid, f"{machine_type} hides its attributes as 'noAttribute' in DCASE {_years(hid)}", hint=True)
+    if repeated_key:
+        keep({"dcase2026"}, f"a repeated attribute key ({repeated_key!r}) is DCASE 2026's two-microphone naming",
+             hint=True)
+    order = ["dcase2022", "dcase2021"] if other_sections else \
+        ["dcase2023", "dcase2024", "dcase2025", "dcase2026", "dcase2022", "dcase2021"]
     chosen = next(c for c in order if c in candidates)
     if not reasons:
-        reasons.append("section names of DCASE 2021-2024")
+        reasons.append("section names of DCASE 2021-2026")
     if len(candidates) > 1:
         reasons.append(f"names cannot tell {', '.join(sorted(candidates))} apart: best guess {chosen} "
                        "(pass edition= / --dcase_edition to choose)")
     return chosen, "; ".join(reasons)
 
 
-def _check_edition(wanted: str, detected: str | None, example: str, machine_type: str) -> None:
-    """An edition passed in must fit the name family: 2020 for machine-id names, 2021+ for section names."""
-    if detected is None or (wanted == "dcase2020") == (detected == "dcase2020"):
+def _check_edition(wanted: str, id_names: bool | None, example: str, machine_type: str) -> None:
+    """An edition passed in must fit the name family: 2020 for machine-id names (``id_names``), 2021+ for section
+    names; None: no clip, nothing to check."""
+    if id_names is None or (wanted == "dcase2020") == id_names:
         return
-    family = "machine-id (DCASE 2020 / MIMII)" if detected == "dcase2020" else "section (DCASE 2021+)"
+    family = "machine-id (DCASE 2020 / MIMII)" if id_names else "section (DCASE 2021+)"
     raise DatasetError(f"edition {wanted} was asked for, but the {machine_type} clips have {family} names such as "
                        f"{example!r}; pass the edition of the data (or 'auto')")
 
@@ -427,9 +527,10 @@ def find_clips(
     folder of DCASE-named clips or a raw MIMII root (``root/fan/id_00/normal``). ``ground_truth_csv``: files or
     folders read by :func:`read_ground_truth` (a comma-separated string works too); they fill in the label, domain
     and attributes of clips whose names lack them. ``attributes_XX.csv`` files in the machine folder add to each
-    clip's attributes. ``edition`` (e.g. "dcase2023"; None/"auto": detect) sets :attr:`ClipList.edition`.
-    ``mimii_test_normals`` and ``split_seed`` set the raw MIMII split (module docstring). ``machine_ids`` keeps
-    only those ids (or sections).
+    clip's attributes. ``edition`` (e.g. "dcase2023"; None/"auto": detect) sets :attr:`ClipList.edition`; a passed
+    edition also overrides hints that fit no single edition. ``mimii_test_normals`` and ``split_seed`` set the raw
+    MIMII split (module docstring). ``machine_ids`` keeps only those ids (or sections). A ``supplemental/`` folder is
+    never read here (see :func:`find_supplemental`); it only counts as a DCASE 2025 hint.
     """
     if not os.path.isdir(root):
         raise DatasetError(f"data folder {root!r} does not exist; pass --data_dir=<DCASE root> or leave it out "
@@ -451,9 +552,11 @@ def find_clips(
     if split_dirs and id_folders:
         raise DatasetError(f"{folder!r} holds both train/test folders and raw MIMII id folders "
                            f"({os.path.basename(id_folders[0][1])}); keep one layout per machine folder")
+    supplemental = os.path.isdir(os.path.join(folder, "supplemental"))
     if id_folders:
         clips, unmatched = _mimii_clips(folder, machine_type, mimii_test_normals, split_seed)
         layout = "mimii"
+        channels = _channel_count(sorted(c.path for c in clips))
         detected, reason = ("dcase2020", "raw MIMII layout: machine ids without domains, scored like DCASE 2020") \
             if clips else (None, "no clips")
     else:
@@ -466,15 +569,38 @@ def find_clips(
                 else:
                     clips.append(clip)
         layout = "dcase" if split_dirs else "flat"
-        detected, reason = detect_edition([c.path for c in clips], machine_type)
+        channels = _channel_count(sorted(c.path for c in clips))
+        try:
+            detected, reason = detect_edition([c.path for c in clips], machine_type, channels=channels,
+                                              supplemental=supplemental)
+        except EditionConflict as conflict:
+            if wanted is None:
+                raise EditionConflict(f"{folder}: {conflict}") from None
+            detected, reason = None, str(conflict)
     if wanted is not None:
-        _check_edition(wanted, detected, clips[0].name if clips else "", machine_type)
+        _check_edition(wanted, (detected == "dcase2020") if clips else None, clips[0].name if clips else "",
+                       machine_type)
         detected, reason = wanted, f"passed in (names suggest: {reason})"
     clips = _complete(clips, truth, attributes, ground_truth_csv)
     if machine_ids is not None:
         keep = {normalise_id(i) for i in machine_ids}
         clips = [c for c in clips if c.machine_id in keep]
-    return ClipList(sorted(clips, key=lambda c: c.path), unmatched, detected, reason, layout)
+    return ClipList(sorted(clips, key=lambda c: c.path), unmatched, detected, reason, layout, channels, supplemental)
+
+
+def _channel_count(paths: Sequence[str], probes: int = 3, attempts: int = 10) -> int | None:
+    """The channel count of the first ``probes`` readable clips among the first ``attempts`` of ``paths`` when they
+    agree; None when none can be read (e.g. empty placeholder files) or they differ. Only headers are read."""
+    counts, read = set(), 0
+    for path in paths[:attempts]:
+        try:
+            counts.add(sf.info(path).channels)
+        except (RuntimeError, OSError, TypeError, ValueError):
+            continue
+        read += 1
+        if read == probes:
+            break
+    return next(iter(counts)) if len(counts) == 1 else None
 
 
 def _complete(clips: list[Clip], truth: dict, attributes: dict[str, dict[str, str]], source) -> list[Clip]:
@@ -509,6 +635,87 @@ def require_split(clip_list: ClipList, split: str, root: str, machine_type: str)
         raise DatasetError(f"no {split} clips found for {machine_type!r}: expected wav files such as "
                            f"normal_id_00_00000000.wav in {expected!r} (or {os.path.join(root, split)!r})")
     return selected
+
+
+# ---------------------------------------------------------------------------------------------------- supplemental
+
+
+@dataclasses.dataclass(frozen=True)
+class SupplementalClip:
+    """One clip of a DCASE 2025 ``supplemental/`` folder: a clean machine recording or a noise-only recording.
+
+    It has no split and no label: it is neither a training nor a test clip, and :func:`find_clips` never returns it.
+    """
+
+    path: str
+    machine_type: str
+    section: str
+    kind: str  # "machine" (clean machine sound) | "noise" (noise only)
+    domain: str | None = None  # "source" | "target" when the name says so
+    attributes: dict[str, str] = dataclasses.field(default_factory=dict, hash=False)
+
+    @property
+    def name(self) -> str:
+        return os.path.basename(self.path)
+
+
+@dataclasses.dataclass
+class SupplementalList:
+    """The supplemental clips of one machine type and the wav files there whose names fit no supplemental form."""
+
+    clips: list[SupplementalClip]
+    unmatched: list[str]
+    folder: str | None = None  # the supplemental folder read; None when the machine folder has none
+
+    def select(self, kind: str | None = None) -> list[SupplementalClip]:
+        if kind is not None and kind not in SUPPLEMENTAL_KINDS:
+            raise ValueError(f"supplemental kind {kind!r} is not one of {', '.join(SUPPLEMENTAL_KINDS)}")
+        return [c for c in self.clips if kind is None or c.kind == kind]
+
+
+def parse_supplemental_name(path: str, machine_type: str) -> SupplementalClip | None:
+    """The supplemental clip a path names (forms in the module docstring), or None: words other than ``source``,
+    ``target``, ``supplemental``, ``normal``, ``machine``, ``noise`` before the clip number, no kind word, both
+    kinds or both domains."""
+    m = _SUPPLEMENTAL.match(os.path.basename(path))
+    if m is None:
+        return None
+    words = m["words"].lower().strip("_").split("_")
+    kinds = [w for w in words if w in SUPPLEMENTAL_KINDS]
+    domains = [w for w in words if w in DOMAINS]
+    if not set(words) <= _SUPPLEMENTAL_WORDS or len(kinds) != 1 or len(domains) > 1:
+        return None
+    return SupplementalClip(path, machine_type, normalise_id(m["id"]), kinds[0], domains[0] if domains else None,
+                            parse_attributes(m["rest"] or ""))
+
+
+def find_supplemental(root: str, machine_type: str) -> SupplementalList:
+    """The clips of ``<machine folder>/supplemental/`` (DCASE 2025: clean machine and noise-only recordings), sorted
+    by path; ``root`` as in :func:`find_clips` (the dataset root or the machine folder). Names that fit no
+    supplemental form are reported in :attr:`SupplementalList.unmatched`; attributes come from the name and the
+    machine folder's ``attributes_XX.csv`` files. No such folder: an empty list."""
+    if not os.path.isdir(root):
+        raise DatasetError(f"data folder {root!r} does not exist; pass the DCASE root that holds "
+                           f"{machine_type}/supplemental/")
+    for folder in (os.path.join(root, machine_type), root):
+        supplemental = os.path.join(folder, "supplemental")
+        if os.path.isdir(supplemental):
+            break
+    else:
+        return SupplementalList([], [])
+    attributes = _folder_attributes(folder)
+    clips, unmatched = [], []
+    for path in _wavs(supplemental):
+        clip = parse_supplemental_name(path, machine_type)
+        if clip is None:
+            unmatched.append(path)
+            continue
+        merged = {**clip.attributes, **attributes.get(clip.name, {})}
+        clips.append(dataclasses.replace(clip, attributes=merged) if merged != clip.attributes else clip)
+    if unmatched:
+        log.warning("%s: %d wav files fit no supplemental name (section_XX_machine_NNNN..., section_XX_noise_NNNN...)"
+                    ", e.g. %s; they are left out", supplemental, len(unmatched), os.path.basename(unmatched[0]))
+    return SupplementalList(clips, unmatched, supplemental)
 
 
 # ---------------------------------------------------------------------------------------------------- csv files
@@ -549,15 +756,15 @@ def read_ground_truth(sources: str | Sequence[str]) -> dict[tuple[str | None, st
 
     Accepted (header optional; first column the clip's file name, with or without a path or ``.wav``):
 
-    * ``file,label`` with label 0/1 or normal/anomaly (2020-2024 ``ground_truth_data/`` files, DCASE 2021's
+    * ``file,label`` with label 0/1 or normal/anomaly (2020-2026 ``ground_truth_data/`` files, DCASE 2021's
       ``ground_truth_<type>_section_XX_{source,target}_test.csv``);
     * ``file,label,domain`` (domain 0/1 or source/target), or a header naming ``label`` and ``domain`` columns;
     * a domain file, 2022+ ``ground_truth_domain/``: ``file,0|1`` (0 source, 1 target) - recognised by "domain" in
       its folder or file name;
     * ``eval_name,<dev-style name>`` (2023+ ``ground_truth_attributes/``): the dev-style name
       (``section_00_target_test_normal_0000_vel_12``) gives label, domain and attributes;
-    * 2020's ``eval_data_list.csv``: one-cell rows name the machine type of the rows below, rows
-      ``eval_name,dev_name,label``;
+    * 2020's ``eval_data_list.csv`` and the baseline's ``eval_data_list_20XX.csv`` of later editions: one-cell rows
+      name the machine type of the rows below, rows ``eval_name,dev_name[,label]``;
     * attribute files (header ``file_name,d1p,d1v,...``), as :func:`read_attribute_csv`.
 
     The machine type comes from a ``ground_truth_<type>_section_...`` file name or the 2020 type rows; other entries
@@ -662,8 +869,10 @@ def _row_truth(row: list[str], is_domain: bool, path: str, number: int) -> Groun
 
 def read_attribute_csv(path: str) -> dict[str, dict[str, str]]:
     """{clip basename: attributes} from a DCASE ``attributes_XX.csv`` (header ``file_name,d1p,d1v,d2p,d2v,...``:
-    pairs of parameter name and value; rows name clips as ``<type>/<split>/<name>.wav``). Empty pairs and
-    ``noAttribute`` are dropped; any other column is kept under its own name."""
+    pairs of parameter name and value; rows name clips as ``<type>/<split>/<name>.wav``, with or without the folder
+    and ``.wav``). Empty pairs and hidden ones (``noAttribute`` as the parameter or the value, as 2024-2026 write
+    them) are dropped, so a clip whose values are all hidden has no attributes; any other column is kept under its
+    own name."""
     with open(path, newline="") as handle:
         reader = csv.reader(handle)
         columns = [c.strip().lower() for c in next(reader, [])]
@@ -679,8 +888,9 @@ def read_attribute_csv(path: str) -> dict[str, dict[str, str]]:
             if not row.get(columns[file_column]):
                 continue
             attributes = {row[f"d{n}p"]: row.get(f"d{n}v", "") for n in pairs
-                          if row.get(f"d{n}p") and row[f"d{n}p"].lower() != "noattribute"}
-            attributes.update({c: row[c] for c in others if row.get(c)})
+                          if row.get(f"d{n}p") and _HIDDEN not in (row[f"d{n}p"].lower(),
+                                                                   row.get(f"d{n}v", "").lower())}
+            attributes.update({c: row[c] for c in others if row.get(c) and row[c].lower() != _HIDDEN})
             result[_clip_name(row[columns[file_column]])] = attributes
     return result
 

@@ -1,9 +1,10 @@
-"""The official DCASE Task 2 figures and scores of every edition (2020-2024), from per-clip arrays.
+"""The official DCASE Task 2 figures and scores of every edition (2020-2026), from per-clip arrays.
 
 Pure numpy/scipy/sklearn. AUC is ``roc_auc_score(y, s)``, pAUC ``roc_auc_score(y, s, max_fpr=0.1)`` (sklearn's
 McClish-standardised partial AUC), as in the official evaluators (y-kawagu/dcase2020_task2_evaluator,
-y-kawagu/dcase2021_task2_evaluator, nttcslab/dcase2023_task2_evaluator, nttcslab/dcase2024_task2_evaluator).
-Scores: higher is more anomalous. Labels 0 normal, 1 anomaly, -1 unknown (left out, and counted).
+y-kawagu/dcase2021_task2_evaluator, nttcslab/dcase2023_task2_evaluator, nttcslab/dcase2024_task2_evaluator; the
+2025 and 2026 tasks keep the 2022-2024 protocol). Scores: higher is more anomalous. Labels 0 normal, 1 anomaly, -1
+unknown (left out, and counted). Editions are named as :func:`asd_jax.data.dcase.normalise_edition` reads them.
 
 ======== ============ ==================================================== ===========================================
 edition  unit         figures per unit                                     official score
@@ -11,7 +12,7 @@ edition  unit         figures per unit                                     offic
 2020     machine id   AUC, pAUC on the id's clips                          none: mean AUC and mean pAUC over ids
 2021     section      AUC and pAUC per domain, each on that domain's       hmean of AUC_s, AUC_t, pAUC_s, pAUC_t over
                       normal and anomalous clips                           all sections (and machine types)
-2022-24  section      AUC_s: source normals vs all anomalies of the        hmean of AUC_s, AUC_t, pAUC over all
+2022-26  section      AUC_s: source normals vs all anomalies of the        hmean of AUC_s, AUC_t, pAUC over all
                       section; AUC_t: target normals vs all anomalies;     sections (and machine types)
                       pAUC: all clips of the section
 ======== ============ ==================================================== ===========================================
@@ -35,6 +36,7 @@ import numpy as np
 from scipy.stats import hmean
 from sklearn.metrics import roc_auc_score
 
+from asd_jax.data.dcase import EDITIONS, normalise_edition
 from asd_jax.evaluate.metrics import (
     ANOMALY,
     DEFAULT_MAX_FPR,
@@ -45,23 +47,24 @@ from asd_jax.evaluate.metrics import (
     undefined_reason,
 )
 
-EDITIONS = ("dcase2020", "dcase2021", "dcase2022", "dcase2023", "dcase2024")
 EPSILON = sys.float_info.epsilon
 _FIGURES = {"dcase2021": ("auc_source", "auc_target", "pauc_source", "pauc_target"),
             "dcase2022": ("auc_source", "auc_target", "pauc")}
 
 
-def normalise_edition(edition: str | int) -> str:
-    """'dcase2023', 'DCASE2023', '2023' and 2023 all name 'dcase2023'; ValueError for anything else."""
-    text = str(edition).strip().lower().removeprefix("dcase").removesuffix("t2").strip("_- ")
-    if f"dcase{text}" not in EDITIONS:
-        raise ValueError(f"unknown DCASE edition {edition!r}; expected one of {', '.join(EDITIONS)}")
-    return f"dcase{text}"
+def _protocol(edition: str | int | None) -> str:
+    """The edition whose protocol scores ("2023" -> "dcase2023"); ValueError for an unknown one or for none, since
+    'auto' names a way to find data, not a protocol."""
+    protocol = normalise_edition(edition)
+    if protocol is None:
+        raise ValueError(f"scoring needs a DCASE edition, got {edition!r}; pass one of {', '.join(EDITIONS)} (the "
+                         "edition find_clips detected is in ClipList.edition)")
+    return protocol
 
 
 def figure_keys(edition: str) -> tuple[str, ...]:
     """The per-unit figures whose harmonic mean is the official score (2020: its two per-id figures)."""
-    edition = normalise_edition(edition)
+    edition = _protocol(edition)
     if edition == "dcase2020":
         return ("auc", "pauc")
     return _FIGURES["dcase2021" if edition == "dcase2021" else "dcase2022"]
@@ -133,7 +136,7 @@ def official_metrics(
     pAUC figures), ``"hmean_auc_source"``, ``"hmean_auc_target"``, ``"hmean_pauc"``, ``"notes"``, ``"num_clips"``,
     ``"num_unlabelled"``. Undefined figures are None (module docstring).
     """
-    edition = normalise_edition(edition)
+    edition = _protocol(edition)
     labels = _as_labels(labels)
     scores = _as_scores(scores, labels.shape[0])
     units = np.asarray([str(u) for u in units], dtype=object)
@@ -243,7 +246,7 @@ def summary_across_types(per_type: Mapping[str, Mapping], edition: str) -> dict:
     Returns ``{"protocol", "per_type": {type: {"official_score", "mean_auc", "mean_pauc"}}, "official_score",
     "mean_auc", "mean_pauc", ..., "notes"}``; types whose figures are all undefined are left out with a note.
     """
-    edition = normalise_edition(edition)
+    edition = _protocol(edition)
     for machine_type, result in per_type.items():
         if result.get("protocol") != edition:
             raise ValueError(f"{machine_type}: result of protocol {result.get('protocol')!r}, not {edition}")

@@ -96,6 +96,18 @@ def test_channel_selection_takes_one_channel_or_the_mean(tmp_path):
     np.testing.assert_allclose(audio.load_audio(mono, duration_s=None, channel=0), original[:, 0], atol=1e-4)
 
 
+def test_two_channel_file_gives_near_far_or_mean(tmp_path):
+    path = str(tmp_path / "stereo.wav")
+    data = write_wav(path, seconds=0.25, channels=2)
+    for channel, expected in ((0, data[:, 0]), ("0", data[:, 0]), (1, data[:, 1]), ("1", data[:, 1]),
+                              ("mean", data.mean(axis=1))):
+        np.testing.assert_allclose(audio.load_audio(path, duration_s=None, channel=channel), expected, atol=1e-4)
+    assert np.abs(data[:, 0] - data[:, 1]).mean() > 0.01
+    with pytest.raises(audio.ChannelError, match=r"stereo.wav: channel 2 requested but the file has 2 channel\(s\); "
+                                                 r"pass channel='mean' or an index from 0 to 1"):
+        audio.load_audio(path, channel=2)
+
+
 def test_channel_error_survives_pickling():
     import pickle
 

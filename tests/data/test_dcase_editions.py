@@ -54,13 +54,14 @@ def test_eval_names_of_2021_and_2022_plus():
 
 
 @pytest.mark.parametrize("value, expected", [("2023", "dcase2023"), ("DCASE2021", "dcase2021"), (2020, "dcase2020"),
+                                             ("DCASE2025T2", "dcase2025"), (2026, "dcase2026"),
                                              ("auto", None), ("", None), (None, None)])
 def test_normalise_edition(value, expected):
     assert dcase.normalise_edition(value) == expected
 
 
 def test_unknown_edition_is_an_error():
-    with pytest.raises(dcase.DatasetError, match="unknown DCASE edition"):
+    with pytest.raises(dcase.DatasetError, match="unknown DCASE edition '2019'; expected one of .*dcase2026 or 'auto'"):
         dcase.normalise_edition("2019")
 
 
@@ -79,6 +80,16 @@ def test_unknown_edition_is_an_error():
     (["section_00_source_train_normal_0000_vel_1.wav", "section_01_source_train_normal_0000_vel_1.wav"],
      "bearing", "dcase2022"),
     (["section_01_0000.wav", "section_00_0000.wav"], "fan", "dcase2022"),
+    (["section_00_source_train_normal_0000_noAttribute.wav"], "bearing", "dcase2025"),
+    (["section_00_0000.wav"], "AutoTrash", "dcase2025"),
+    (["section_00_0000.wav"], "ToothBrush", "dcase2024"),
+    (["section_00_source_train_normal_0000_noAttribute.wav"], "ToothBrush", "dcase2024"),
+    (["section_00_source_train_normal_0000_spd_1.wav"], "ToyDrone", "dcase2023"),
+    (["section_00_source_train_normal_0000_car_B1_spd_1_mic_2_mic_1.wav"], "ToyDrone", "dcase2026"),
+    (["section_00_source_train_normal_0000_pro_A.wav"], "gearboxEmu", "dcase2026"),
+    (["section_00_0000.wav"], "BlowerDustCollector", "dcase2026"),
+    (["section_00_test_0000.wav"], "SewingMachine", "dcase2026"),
+    (["section_00_source_train_normal_0000_noAttribute.wav"], "ToyCar", "dcase2026"),
 ])
 def test_edition_detection(names, machine_type, expected):
     edition, reason = dcase.detect_edition(names, machine_type)
@@ -104,6 +115,7 @@ def test_only_section_00_is_a_documented_guess():
 @pytest.mark.parametrize("names, match", [
     (["normal_id_00_00000000.wav", "section_00_source_train_normal_0000.wav"], "mix DCASE editions"),
     (["section_03_source_test_0000.wav", "section_03_0000.wav"], "mix DCASE editions"),
+    (["section_03_source_test_0000.wav", "section_03_test_0000.wav"], "mix DCASE editions"),
     (["section_00_0000.wav", "section_00_source_train_normal_0000_noAttribute.wav"], None),
 ])
 def test_mixed_editions_are_errors(names, match):
@@ -115,8 +127,35 @@ def test_mixed_editions_are_errors(names, match):
 
 
 def test_conflicting_hints_are_an_error():
-    with pytest.raises(dcase.DatasetError, match="fit no single DCASE edition"):
+    with pytest.raises(dcase.EditionConflict, match="fit no single DCASE edition.*pass the edition"):
         dcase.detect_edition(["section_01_0000.wav"], "bandsaw")  # 2023 type, but 2023 has only section 00
+    with pytest.raises(dcase.EditionConflict, match="two-channel clips are DCASE 2026's"):
+        dcase.detect_edition(["section_00_0000.wav"], "AutoTrash", channels=2)  # a 2025 type, but two channels
+
+
+def test_files_add_channel_and_supplemental_hints():
+    names = ["section_00_source_train_normal_0000_vel_1.wav"]
+    assert dcase.detect_edition(names, "fan")[0] == "dcase2023"
+    assert dcase.detect_edition(names, "fan", channels=2)[0] == "dcase2026"
+    assert dcase.detect_edition(names, "fan", supplemental=True)[0] == "dcase2025"
+    # a hint that contradicts firmer evidence is set aside, and the reason says so
+    edition, reason = dcase.detect_edition(names, "fan", channels=2, supplemental=True)
+    assert edition == "dcase2026" and "supplemental/ folder" in reason and "set aside" in reason
+    edition, reason = dcase.detect_edition(["section_00_source_train_normal_0000_noAttribute.wav"], "ToyCar",
+                                           channels=1)
+    assert edition == "dcase2024" and "set aside" in reason and "best guess" in reason
+
+
+def test_section_test_eval_names():
+    clip = dcase.parse_name("x/section_00_test_0042.wav", "Sander", None)
+    assert (clip.section, clip.domain, clip.split, clip.label) == ("00", None, "test", dcase.UNKNOWN)
+    edition, reason = dcase.detect_edition(["section_00_test_0000.wav"], "fan")
+    assert edition == "dcase2025" and "dcase2025, dcase2026 apart" in reason
+
+
+def test_repeated_attribute_keys_keep_every_value():
+    assert dcase.parse_attributes("car_D2_spd_5_mic_2_mic_1") == {"car": "D2", "spd": "5", "mic": "2", "mic.2": "1"}
+    assert dcase.parse_attributes("a_1_a_2_a_3") == {"a": "1", "a.2": "2", "a.3": "3"}
 
 
 def test_find_clips_sets_edition_and_accepts_an_override(tmp_path):

@@ -7,6 +7,7 @@ import pytest
 from scipy.stats import hmean
 from sklearn.metrics import roc_auc_score
 
+from asd_jax.data import dcase
 from asd_jax.evaluate import official as O
 
 EPS = sys.float_info.epsilon
@@ -66,7 +67,7 @@ def test_dcase2021_per_domain_figures_on_that_domains_clips():
     assert result["mean_pauc"] == pytest.approx(np.mean(figures[1::2]))
 
 
-@pytest.mark.parametrize("edition", ["dcase2022", "dcase2023", "dcase2024"])
+@pytest.mark.parametrize("edition", ["dcase2022", "dcase2023", "dcase2024", "dcase2025", "dcase2026"])
 def test_dcase2022_plus_auc_against_all_anomalies_and_pauc_on_all_clips(edition):
     units, domains, labels, scores = _tiny_set(1)
     result = O.official_metrics(units, labels, scores, domains, edition=edition)
@@ -147,6 +148,13 @@ def test_unlabelled_and_domainless_clips():
         O.official_metrics(["00"], [0], [0.1], ["elsewhere"], edition="dcase2023")
     with pytest.raises(ValueError, match="unknown DCASE edition"):
         O.official_metrics(["00"], [0], [0.1], edition="dcase2019")
+    with pytest.raises(ValueError, match="scoring needs a DCASE edition, got 'auto'"):
+        O.official_metrics(["00"], [0], [0.1], edition="auto")
+
+
+def test_editions_are_the_data_layers():
+    assert O.EDITIONS is dcase.EDITIONS and O.normalise_edition is dcase.normalise_edition
+    assert O.figure_keys("2026") == O.figure_keys("dcase2022") and O.figure_keys(2021) == O.figure_keys("dcase2021")
 
 
 def test_summary_across_types_flattens_sections_for_2021_plus():
