@@ -38,8 +38,9 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from asd_jax.config import split_list
+from asd_jax.data.loading import split_list
 from asd_jax.data.features import FeatureConfig
+from asd_jax.evaluate.tables import aligned
 from asd_jax.hardware import cpu_name, device_name, published_peak
 from asd_jax.methods import registry
 from asd_jax.train import ensemble
@@ -213,9 +214,7 @@ def format_table(output: dict) -> str:
          f"{r['compile_time_s']:.1f}", f"{r['windows_per_s_per_member']:,.0f}", f"{r['windows_per_s_total']:,.0f}",
          f"{r['flops_per_window'] / 1e6:.2f}", f"{r['flops_per_s'] / 1e9:.1f}", f"{100 * r['share_of_peak']:.1f}",
          f"{100 * r['share_of_peak_executed']:.1f}") for r in output["results"]]
-    widths = [max(len(row[i]) for row in rows) for i in range(len(header))]
-    lines = ["  ".join(cell.ljust(width) if i == 0 else cell.rjust(width)
-                       for i, (cell, width) in enumerate(zip(row, widths))) for row in rows]
+    lines = aligned(rows, right_from=1).split("\n")
     lines.insert(1, "-" * len(lines[0]))
     before, after = output["load_average_before"], output["load_average_after"]
     load = f", load average {before[0]:.2f} before / {after[0]:.2f} after" if before and after else ""

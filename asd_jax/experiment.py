@@ -8,7 +8,7 @@
   program, the member axis carrying the seed and the shape-free optimiser values (:data:`SHAPE_FREE`). Members of a
   method that does not train on the ensemble trainer (the OC-SVMs) are one group each.
 * A **setting** is a point without its seed; its figures are the mean and the sample standard deviation over its
-  seeds of each member's figures (:func:`setting_figures`).
+  seeds of each member's figures (:func:`asd_jax.evaluate.results.setting_figures`).
 
 A swept path must exist in the config and be read by the member's method (``gru_ae.hidden_size`` in a sweep of
 ``lstm`` is refused), and every member's config must pass :func:`asd_jax.config.check`: a sweep never silently
@@ -21,13 +21,13 @@ import copy
 import dataclasses
 import itertools
 import json
-import math
 from collections.abc import Iterable, Mapping, Sequence
 
 import ml_collections
-import numpy as np
 
 from asd_jax import config as config_lib
+from asd_jax.evaluate.results import unique
+from asd_jax.evaluate.tables import format_value
 from asd_jax.methods import registry
 from asd_jax.train import ensemble, optim
 
@@ -67,6 +67,11 @@ class MemberSpec:
     config: ml_collections.ConfigDict  # the member's whole config (seed = its seed, num_seeds = 1)
 
     @property
+    def setting_label(self) -> str:
+        """The setting's name in tables ("default" for a plain run)."""
+        return setting_name(self.setting) or "default"
+
+    @property
     def method(self) -> registry.Method:
         return registry.get(self.config.method)
 
@@ -100,14 +105,6 @@ class Group:
         return unique([m.setting for m in self.members])
 
 
-def unique(items: Iterable[dict]) -> list[dict]:
-    seen, out = set(), []
-    for item in items:
-        key = json.dumps(item, sort_keys=True, default=str)
-        if key not in seen:
-            seen.add(key)
-            out.append(item)
-    return out
 
 
 def _set(config: ml_collections.ConfigDict, path: str, value) -> None:
@@ -133,12 +130,6 @@ def get_path(config, path: str):
     for part in path.split("."):
         node = node[part]
     return node
-
-
-def format_value(value) -> str:
-    if isinstance(value, float):
-        return f"{value:g}"
-    return str(value).replace("/", "-").replace(" ", "")
 
 
 def _labels(paths: Sequence[str]) -> dict[str, str]:
@@ -227,56 +218,3 @@ def group(members: Sequence[MemberSpec]) -> list[Group]:
 def _is_shape_free(config, path: str) -> bool:
     parts = path.split(".")
     return path == "seed" or (len(parts) == 3 and parts[1] == "train" and parts[2] in SHAPE_FREE)
-
-
-# ----------------------------------------------------------------------------------------------------------------------
-# Settings: mean and sample std over seeds.
-
-
-def _mean_std(values: Sequence[float]) -> tuple[float | None, float | None]:
-    values = [v for v in values if v is not None and math.isfinite(v)]
-    if not values:
-        return None, None
-    return float(np.mean(values)), (float(np.std(values, ddof=1)) if len(values) > 1 else None)
-
-
-def setting_figures(members: Sequence[dict], specs: Sequence[MemberSpec]) -> list[dict]:
-    """Per setting: its members and seeds, mean and sample std over seeds of each member's per-id AUC/pAUC and of
-    their mean over ids, and of the anomaly-class F1 at the honest and at the test-tuned threshold, and the mean
-    held-out normal error. Diverged members are listed under ``diverged`` and
-    left out of the figures (a setting whose every member diverged has none).
-
-    ``members`` are the ``results["members"]`` entries (``name``, ``per_id``, ``mean``, ``validation_error``) of
-    every member of ``specs`` (any order; members a run skipped are left out)."""
-    by_name = {m["name"]: m for m in members}
-    settings = []
-    for setting in unique([s.setting for s in specs]):
-        chosen = [s for s in specs if s.setting == setting and s.name in by_name]
-        if not chosen:
-            continue
-        diverged = [s.name for s in chosen if by_name[s.name].get("diverged")]
-        healthy = [s for s in chosen if s.name not in diverged]
-        results = [by_name[s.name] for s in healthy]
-        figure = {"setting": setting, "name": setting_name(setting) or "default",
-                  "members": [s.name for s in healthy], "seeds": [s.seed for s in healthy], "diverged": diverged}
-        if not results:
-            figure.update({key: None for key in ("auc_mean", "auc_std", "pauc_mean", "pauc_std",
-                                                 "validation_error_mean", "f1_anomaly_mean", "f1_anomaly_std",
-                                                 "f1_anomaly_test_tuned_mean", "f1_anomaly_test_tuned_std")},
-                          per_id={})
-            settings.append(figure)
-            continue
-        for key in ("auc", "pauc"):
-            figure[f"{key}_mean"], figure[f"{key}_std"] = _mean_std([r["mean"][key] for r in results])
-        figure["per_id"] = {}
-        for machine_id in results[0]["per_id"]:
-            entry = {}
-            for key in ("auc", "pauc"):
-                entry[f"{key}_mean"], entry[f"{key}_std"] = _mean_std(
-                    [r["per_id"][machine_id][key] for r in results])
-            figure["per_id"][machine_id] = entry
-        figure["validation_error_mean"] = _mean_std([r.get("validation_error") for r in results])[0]
-        for key in ("f1_anomaly", "f1_anomaly_test_tuned"):
-            figure[f"{key}_mean"], figure[f"{key}_std"] = _mean_std([r.get(key) for r in results])
-        settings.append(figure)
-    return settings

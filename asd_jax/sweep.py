@@ -15,11 +15,12 @@ import os
 import time
 
 import ml_collections
-from matplotlib.backends.backend_agg import FigureCanvasAgg
-from matplotlib.figure import Figure
 
 from asd_jax import distributed, experiment, pipeline
-from asd_jax.evaluate import report
+from asd_jax.data import loading
+from asd_jax.evaluate.plots import plot_sweep
+from asd_jax.evaluate.results import jsonable, setting_figures
+from asd_jax.evaluate.tables import aligned, fmt, format_value, markdown_table, mean_pm
 from asd_jax.rundir import RunDir
 
 SWEEP_JSON, SWEEP_CSV, SWEEP_MD, SWEEP_PLOT = "sweep.json", "sweep.csv", "sweep.md", "sweep_auc.png"
@@ -68,7 +69,7 @@ def _run_locked(config, root: RunDir, members: list[experiment.MemberSpec], grou
           f" settings, {len(groups)} group(s) (one compiled program each); directory {root}")
     records = [{"name": g.name, "shape": g.shape, "members": [m.name for m in g.members], "compiles": None,
                 "seconds": None, "status": "pending"} for g in groups]
-    datasets: dict[str, pipeline.Data] = {}
+    datasets: dict[str, loading.Data] = {}
     group_results: dict[str, dict] = {}
     for index, (group, record) in enumerate(zip(groups, records)):
         if stop_after_groups is not None and index >= stop_after_groups:
@@ -83,9 +84,9 @@ def _run_locked(config, root: RunDir, members: list[experiment.MemberSpec], grou
             record["status"] = "running"
             _write_json(root, _summary(config, records, group_results, members))
             started = time.perf_counter()
-            data_key = pipeline.data_key(group.config)
+            data_key = loading.data_key(group.config)
             if data_key not in datasets:
-                datasets[data_key] = pipeline.load_data(group.config)
+                datasets[data_key] = loading.load_data(group.config)
             print(f"\n== group {index + 1}/{len(groups)}: {group.name} ({len(group.members)} members) ==")
             results = pipeline.run_group(group, run_dir, data=datasets[data_key])
             record.update(status="done", compiles=results.get("compiles"),
@@ -97,7 +98,7 @@ def _run_locked(config, root: RunDir, members: list[experiment.MemberSpec], grou
     if all(r["status"] == "done" for r in records):
         if distributed.is_primary():
             _write_tables(root, summary)
-            _plot(root.file(SWEEP_PLOT), summary)
+            plot_sweep(root.file(SWEEP_PLOT), summary, _axes(summary))
         print(format_summary(summary))
         print(f"wrote {SWEEP_JSON}, {SWEEP_CSV}, {SWEEP_MD} and {SWEEP_PLOT} to {root}")
     return summary
@@ -113,7 +114,7 @@ def _same_group(run_dir: RunDir, group: experiment.Group) -> bool:
 
 def _write_json(root: RunDir, summary: dict) -> None:
     if distributed.is_primary():
-        root.write_json(SWEEP_JSON, report.jsonable(summary))
+        root.write_json(SWEEP_JSON, jsonable(summary))
 
 
 def _figures(setting: dict) -> dict:
@@ -125,7 +126,7 @@ def _figures(setting: dict) -> dict:
 def _summary(config, records: list[dict], group_results: dict[str, dict],
              members: list[experiment.MemberSpec]) -> dict:
     finished = [m for results in group_results.values() for m in results["members"]]
-    settings = experiment.setting_figures(finished, members)  # a setting may span groups (e.g. OC-SVM seeds)
+    settings = setting_figures(finished, members)  # a setting may span groups (e.g. OC-SVM seeds)
     methods = {s["setting"].get("method", config.method) for s in settings}
     for s in settings:
         s["method"] = s["setting"].get("method", config.method)
@@ -166,10 +167,6 @@ def _select(settings: list[dict], methods: set[str]) -> dict:
 # Tables and the plot.
 
 
-def _pm(mean, std, digits: int = 4) -> str:
-    return report.fmt(mean, digits) + (f" ± {report.fmt(std, digits)}" if std is not None else "")
-
-
 def _axes(summary: dict) -> list[str]:
     return list(dict.fromkeys(path for s in summary["settings"] for path in s["setting"]))
 
@@ -183,10 +180,10 @@ def _rows(summary: dict) -> tuple[list[str], list[list[str]]]:
               "F1 anomaly (TEST-TUNED threshold)", "selected"]
     rows = []
     for rank, s in enumerate(summary["settings"], 1):
-        rows.append([str(rank), *(experiment.format_value(s["setting"].get(a, "")) for a in axes), str(len(s["seeds"])),
-                     _pm(s["auc_mean"], s["auc_std"]), _pm(s["pauc_mean"], s["pauc_std"]),
-                     report.fmt(s[CRITERION], 6), _pm(s["f1_anomaly_mean"], s["f1_anomaly_std"], 2),
-                     _pm(s["f1_anomaly_test_tuned_mean"], s["f1_anomaly_test_tuned_std"], 2),
+        rows.append([str(rank), *(format_value(s["setting"].get(a, "")) for a in axes), str(len(s["seeds"])),
+                     mean_pm(s["auc_mean"], s["auc_std"]), mean_pm(s["pauc_mean"], s["pauc_std"]),
+                     fmt(s[CRITERION], 6), mean_pm(s["f1_anomaly_mean"], s["f1_anomaly_std"], 2),
+                     mean_pm(s["f1_anomaly_test_tuned_mean"], s["f1_anomaly_test_tuned_std"], 2),
                      "label-free" if s["name"] in chosen else ""])
     return header, rows
 
@@ -207,12 +204,11 @@ def _write_tables(root: RunDir, summary: dict) -> None:
              "anomalous class, per member then mean ± std over seeds: at the run's threshold policy (set on the "
              "member's held-out normals, no test labels), and at the F1-best threshold on the test labels "
              "(TEST-TUNED, optimistic).", "",
-             f"| {' | '.join(header)} |", f"|{'|'.join('---' for _ in header)}|",
-             *(f"| {' | '.join(row)} |" for row in rows), ""]
+             *markdown_table(header, rows), ""]
     lines += _choice_lines(summary, markdown=True)
-    lines += ["", "| group | members | compiles | seconds | status |", "|---|---|---|---|---|"]
-    lines += [f"| {g['name']} | {len(g['members'])} | {g['compiles']} | {g['seconds']} | {g['status']} |"
-              for g in summary["groups"]]
+    lines += ["", *markdown_table(["group", "members", "compiles", "seconds", "status"],
+                                  [[g["name"], str(len(g["members"])), str(g["compiles"]), str(g["seconds"]),
+                                    g["status"]] for g in summary["groups"]])]
     lines += ["", f"![mean AUC against each swept axis]({SWEEP_PLOT})", ""]
     with open(root.file(SWEEP_MD), "w") as handle:
         handle.write("\n".join(lines))
@@ -222,51 +218,14 @@ def _choice_lines(summary: dict, markdown: bool = False) -> list[str]:
     bold = (lambda text: f"**{text}**") if markdown else (lambda text: text)
     selected, best = summary["selected"], summary["best_by_test"]
     chosen = [selected] if selected.get("setting") is not None else list(selected["per_method"].values())
-    lines = [f"- {bold('selected without test labels')}: {c['name']}: AUC {_pm(c['auc_mean'], c['auc_std'])}, "
-             f"pAUC {_pm(c['pauc_mean'], c['pauc_std'])}" for c in chosen]
+    lines = [f"- {bold('selected without test labels')}: {c['name']}: AUC {mean_pm(c['auc_mean'], c['auc_std'])}, "
+             f"pAUC {mean_pm(c['pauc_mean'], c['pauc_std'])}" for c in chosen]
     lines.append(f"- {bold('best by test AUC (TEST-TUNED, optimistic)')}: {best['name']}: AUC "
-                 f"{_pm(best['auc_mean'], best['auc_std'])}, pAUC {_pm(best['pauc_mean'], best['pauc_std'])}")
+                 f"{mean_pm(best['auc_mean'], best['auc_std'])}, pAUC {mean_pm(best['pauc_mean'], best['pauc_std'])}")
     return lines
 
 
 def format_summary(summary: dict) -> str:
     header, rows = _rows(summary)
-    table = [header, *rows]
-    widths = [max(len(row[i]) for row in table) for i in range(len(header))]
-    text = ["  ".join(cell.ljust(width) for cell, width in zip(row, widths)).rstrip() for row in table]
-    return "\n".join([f"sweep {summary['sweep']}: {len(summary['settings'])} settings", *text,
+    return "\n".join([f"sweep {summary['sweep']}: {len(summary['settings'])} settings", aligned([header, *rows]),
                       *_choice_lines(summary)])
-
-
-def _plot(path: str, summary: dict) -> None:
-    """Mean AUC ± std over seeds of every setting against each swept axis; one colour per setting throughout."""
-    axes_paths = _axes(summary)
-    if not axes_paths:
-        return
-    settings = summary["settings"]
-    colours = {s["name"]: f"C{index % 10}" for index, s in enumerate(settings)}
-    figure = Figure(figsize=(4.5 * len(axes_paths) + 2.5, 3.8), layout="constrained")
-    for index, path_name in enumerate(axes_paths):
-        axes = figure.add_subplot(1, len(axes_paths), index + 1)
-        raw = list(dict.fromkeys(s["setting"].get(path_name, "default") for s in settings))
-        if all(isinstance(v, (int, float)) and not isinstance(v, bool) for v in raw):
-            raw.sort()
-        values = [experiment.format_value(v) for v in raw]
-        placed = [0] * len(values)
-        counts = [sum(experiment.format_value(s["setting"].get(path_name, "default")) == v for s in settings)
-                  for v in values]
-        for s in settings:
-            x = values.index(experiment.format_value(s["setting"].get(path_name, "default")))
-            offset = (placed[x] - (counts[x] - 1) / 2) * 0.08  # settings that share this value, side by side
-            placed[x] += 1
-            if s["auc_mean"] is not None:
-                axes.errorbar(x + offset, s["auc_mean"], yerr=s["auc_std"] or 0.0, fmt="o", capsize=3,
-                              color=colours[s["name"]], label=s["name"] if index == 0 else None)
-        axes.set_xticks(range(len(values)), values)
-        axes.set_xlim(-0.5, len(values) - 0.5)
-        axes.set(xlabel=path_name, ylabel="mean AUC over ids (± std over seeds)", title=path_name)
-        axes.grid(alpha=0.3)
-    if len(settings) <= 20:
-        figure.legend(loc="outside right center", fontsize="small", title="setting")
-    FigureCanvasAgg(figure)
-    figure.savefig(path, dpi=100)

@@ -1,4 +1,5 @@
-"""Evaluation shared by every method: DCASE metrics, decision thresholds and the run-directory report.
+"""Evaluation shared by every method: DCASE metrics, decision thresholds, the results dict, tables, plots and the
+run-directory files.
 
 Pure numpy/scipy/sklearn/matplotlib (no JAX), so results can be recomputed from ``scores.csv`` anywhere.
 """
@@ -11,7 +12,9 @@ from asd_jax.evaluate.metrics import (
     pooled_auc,
     undefined_reason,
 )
-from asd_jax.evaluate.report import evaluate_run, format_table, load_results, write_run_outputs
+from asd_jax.evaluate.report import write_run_outputs
+from asd_jax.evaluate.results import evaluate_run, load_results
+from asd_jax.evaluate.tables import format_table
 from asd_jax.evaluate.thresholds import POLICIES, Threshold, choose_threshold
 
 __all__ = [

@@ -9,7 +9,9 @@ import numpy as np
 import pytest
 
 from asd_jax.evaluate.metrics import classification_metrics, per_id_metrics
-from asd_jax.evaluate.report import evaluate_run, format_table, load_results, write_run_outputs
+from asd_jax.evaluate.report import write_run_outputs
+from asd_jax.evaluate.results import evaluate_run, load_results
+from asd_jax.evaluate.tables import format_table
 from asd_jax.evaluate.thresholds import Threshold, choose_threshold
 
 TOP_LEVEL_KEYS = {
@@ -194,7 +196,7 @@ def test_bad_inputs_raise():
 
 
 def test_training_curve_plot_from_jsonl(tmp_path):
-    from asd_jax.evaluate.report import plot_training_curve
+    from asd_jax.evaluate.plots import plot_training_curve
 
     assert plot_training_curve(str(tmp_path)) is None
     records = [{"epoch": e, "loss": [1.0 / e, 2.0 / e], "members": ["seed0", "seed1"]} for e in (1, 2, 3)]
@@ -289,7 +291,7 @@ def test_a_2021_run_has_per_domain_pauc():
 def test_summary_across_types(tmp_path):
     from scipy.stats import hmean
 
-    from asd_jax.evaluate.report import summarise_types, write_type_summary
+    from asd_jax.every_type import summarise_types, write_type_summary
 
     per_type = {}
     for machine_type, shift in (("fan", 0.0), ("valve", 0.3)):
