@@ -29,7 +29,7 @@ def get_config() -> ml_collections.ConfigDict:
     config.machine_ids = ""  # comma-separated ids; empty: all found
     config.test_data_dir = ""  # empty: test clips come from data_dir too
     config.ground_truth_csv = ""  # labels for 2020 eval-set names (id_XX_NNNNNNNN.wav)
-    config.dcase_edition = ""  # dcase2020 ... dcase2024: the scoring protocol; empty: detected from the file names
+    config.dcase_edition = ""  # dcase2020 ... dcase2026: the scoring protocol; empty: detected from the file names
     # raw MIMII (<type>/id_XX/{normal,abnormal}/): normals per id that go to test; None: DCASE's rule
     # min(anomalies, normals // 2)
     config.mimii_test_normals = ml_collections.config_dict.placeholder(int)
@@ -65,11 +65,6 @@ def get_config() -> ml_collections.ConfigDict:
     config.benchmark = ml_collections.ConfigDict(dict(ensemble_sizes="1,8", num_clips=64, warmup_calls=2,
                                                       timed_calls=5, member_maps="auto"))
     return config
-
-
-def split_list(text: str) -> list[str]:
-    """'a, b,,c' -> ['a', 'b', 'c']."""
-    return [item.strip() for item in str(text).split(",") if item.strip()]
 
 
 SHARED_SECTIONS = ("features", "threshold")  # read by every method that trains

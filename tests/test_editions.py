@@ -12,7 +12,9 @@ import pytest
 from scipy.stats import hmean
 from sklearn.metrics import roc_auc_score
 
-from asd_jax import experiment, pipeline
+from asd_jax import experiment, pipeline, scoring
+from asd_jax.data import loading
+from asd_jax.evaluate import tables
 from asd_jax.config import get_config
 from asd_jax.data import dcase, synthetic
 from asd_jax.evaluate.metrics import classification_metrics
@@ -111,11 +113,11 @@ def test_dense_ae_on_a_2023_set_reports_the_official_figures(dcase2023_dataset, 
 
     report = open(os.path.join(workdir, "report.md")).read()
     assert "## Official figures per section, dcase2023" in report and "AUC target" in report
-    text = pipeline.report.format_table(saved)
+    text = tables.format_table(saved)
     assert "official score" in text and "AUC source" in text
 
     target_clip = next(r["file"] for r in rows if r["domain"] == "target")
-    scored = pipeline.score_files(workdir, [target_clip], progress=False)[0]
+    scored = scoring.score_files(workdir, [target_clip], progress=False)[0]
     assert scored["threshold"] == section["domains"]["target"]["value"]
     assert scored["threshold_scope"] == "section 00, target domain"
 
@@ -123,11 +125,11 @@ def test_dense_ae_on_a_2023_set_reports_the_official_figures(dcase2023_dataset, 
 def test_the_edition_can_be_passed_in(dcase2023_dataset):
     config = get_config()
     config.data_dir, config.dcase_edition = dcase2023_dataset, "2022"
-    _, _, edition, reason = pipeline.find_data(config)
+    _, _, edition, reason = loading.find_data(config)
     assert edition == "dcase2022" and reason.startswith("passed in")
     config.dcase_edition = "dcase2020"  # section names are not 2020's
     with pytest.raises(dcase.DatasetError, match="section"):
-        pipeline.find_data(config)
+        loading.find_data(config)
 
 
 # ----------------------------------------------------------------------------------------------------------------------
@@ -157,7 +159,7 @@ def test_thresholds_per_machine_id_in_the_run_and_in_score_mode(tiny_dataset, ca
     for copy in (renamed, other_id):
         shutil.copyfile(clip, copy)
     output = str(tmp_path / "decisions.json")
-    scored = {r["file"]: r for r in pipeline.score_files(workdir, [clip, renamed, other_id], output, progress=False)}
+    scored = {r["file"]: r for r in scoring.score_files(workdir, [clip, renamed, other_id], output, progress=False)}
     assert scored[clip]["threshold"] == threshold["units"]["02"]["value"] and scored[clip]["threshold_unit"] == "02"
     assert scored[clip]["threshold_scope"] == "machine id 02"
     for copy, why in ((renamed, "the file name gives no machine id"), (other_id, "machine id 07 has no threshold")):
@@ -173,7 +175,7 @@ def test_thresholds_per_machine_id_in_the_run_and_in_score_mode(tiny_dataset, ca
     assert overall["threshold"]["per_unit"] is False and overall["threshold"]["units"] == {}
     assert overall["threshold"]["value"] == pytest.approx(threshold["value"])
     check_classification(global_dir, overall)
-    assert pipeline.score_files(global_dir, [clip], progress=False)[0]["threshold_scope"] == "global"
+    assert scoring.score_files(global_dir, [clip], progress=False)[0]["threshold_scope"] == "global"
 
 
 # ----------------------------------------------------------------------------------------------------------------------
@@ -221,7 +223,7 @@ def test_machine_type_all_trains_one_detector_per_type_and_summarises(tiny_datas
 
     listed = tiny_config("lstm", data, str(tmp_path / "listed"), cache_dir, epochs=1)
     listed.machine_type = "slider,fan"
-    assert pipeline.machine_types(listed) == ["slider", "fan"]
+    assert loading.machine_types(listed) == ["slider", "fan"]
     assert pipeline.resolve_workdir(get_config().copy_and_resolve_references()) == os.path.join("runs",
                                                                                                  "gru_ae_slider")
 
@@ -233,10 +235,10 @@ def test_machine_type_is_a_sweep_axis_with_one_group_per_type():
                                                                            "seed": [0, 1]})))
     assert [g.name for g in groups] == ["slider", "fan"] and [len(g.members) for g in groups] == [2, 2]
     assert [g.config.machine_type for g in groups] == ["slider", "fan"]
-    assert pipeline.data_key(groups[0].config) != pipeline.data_key(groups[1].config)
+    assert loading.data_key(groups[0].config) != loading.data_key(groups[1].config)
     base.machine_type = "all"
     with pytest.raises(dcase.DatasetError, match="make machine_type an axis"):
-        pipeline.find_data(base)
+        loading.find_data(base)
 
 
 # ----------------------------------------------------------------------------------------------------------------------
@@ -265,6 +267,6 @@ def test_raw_mimii_fan_end_to_end_with_channel_0(realdata, cache_dir, tmp_path):
     assert indexes and all(read_json(path)["config"]["channel"] == 0 for path in indexes)  # features of channel 0
 
     test_clip = read_csv(os.path.join(workdir, "scores.csv"))[0]["file"]
-    scored = pipeline.score_files(workdir, [test_clip], progress=False)[0]
+    scored = scoring.score_files(workdir, [test_clip], progress=False)[0]
     assert scored["threshold_unit"] == "02"  # the id_02 folder names the unit
     assert scored["threshold"] == read_json(os.path.join(workdir, "threshold.json"))["units"]["02"]["value"]

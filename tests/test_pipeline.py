@@ -14,7 +14,7 @@ import ml_collections
 import numpy as np
 import pytest
 
-from asd_jax import pipeline
+from asd_jax import pipeline, scoring
 from asd_jax.data.dcase import DatasetError
 from tests.conftest import TINY_MACHINE_IDS, compile_cache_env, tiny_config
 
@@ -189,7 +189,7 @@ def test_score_files_matches_the_test_scores_of_the_run(method, trained, tiny_da
         handle.write(b"\x00garbage" * 64)
     missing = str(tmp_path / "missing.wav")
     output = str(tmp_path / "scores.json")
-    rows = pipeline.score_files(workdir, [clips[0], bad, *clips[1:], missing], output=output, progress=False)
+    rows = scoring.score_files(workdir, [clips[0], bad, *clips[1:], missing], output=output, progress=False)
 
     with open(os.path.join(workdir, "threshold.json")) as handle:
         saved = json.load(handle)
@@ -211,9 +211,9 @@ def test_score_files_matches_the_test_scores_of_the_run(method, trained, tiny_da
 
 def test_score_files_needs_a_trained_run(tmp_path):
     with pytest.raises(FileNotFoundError, match="config.json"):
-        pipeline.score_files(str(tmp_path), ["a.wav"], progress=False)
+        scoring.score_files(str(tmp_path), ["a.wav"], progress=False)
     with pytest.raises(ValueError, match="wav files"):
-        pipeline.score_files(str(tmp_path), [], progress=False)
+        scoring.score_files(str(tmp_path), [], progress=False)
 
 
 def test_a_run_directory_resumes_only_with_the_same_settings(trained, tiny_dataset, cache_dir):

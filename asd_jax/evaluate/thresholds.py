@@ -14,7 +14,10 @@ Policies:
   answers, so it is always flagged ``test_tuned`` and must be reported as such.
 
 :func:`choose_unit_thresholds` applies a policy per unit (machine id or section, and domain) as well as over all
-clips, and returns a :class:`ThresholdSet` that gives each clip its unit's threshold.
+clips, and returns a :class:`ThresholdSet` that gives each clip its unit's threshold. :func:`run_thresholds` applies
+a run's ``threshold`` settings, :func:`describe_thresholds` says where each threshold came from (and warns when one
+rests on too few held-out clips: with 12 training clips and ``val_fraction`` 0.1 the held-out set is one clip, and
+a "0.9 quantile" threshold is simply that clip's score), and :func:`member_classification` gives each member's F1.
 """
 
 from __future__ import annotations
@@ -26,7 +29,7 @@ from collections.abc import Sequence
 import numpy as np
 from scipy import stats
 
-from asd_jax.evaluate.metrics import ANOMALY, UNKNOWN, _as_labels
+from asd_jax.evaluate.metrics import ANOMALY, UNKNOWN, _as_labels, classification_metrics
 
 POLICIES = ("normal_quantile", "gamma_fit", "fixed", "oracle_f1")
 DEFAULT_POLICY = "normal_quantile"
@@ -261,3 +264,144 @@ def choose_unit_thresholds(
                                                 "num_heldout": int(normal_mask.sum())}
         units[unit] = entry
     return ThresholdSet(overall, True, units)
+
+
+MIN_HELDOUT = 20
+"""Fewest held-out normal clips for a trustworthy quantile threshold.
+
+An empirical q-quantile of n scores is resolved in steps of 1/n and rests on the clips above it. At n = 20 and
+q = 0.9 that is steps of 5% and 2 clips above the threshold; the fraction of new normal clips above it (the false-alarm
+rate) then has a mean of about 14% and a standard deviation of 7% (the exceedance of the 18th of 20 order statistics
+follows Beta(3, 18)). With one clip the threshold is that clip's score and the false-alarm rate is uniform on
+[0, 1]: 50% +- 29%. Fewer than 20 clips leave the threshold resting on the top one or two scores.
+"""
+
+_MIN_TAIL_CLIPS = 2  # clips above the quantile for it to be more than the single highest score
+
+
+def required_heldout(quantile: float | None, minimum: int = MIN_HELDOUT) -> int:
+    """Held-out clips needed: ``minimum``, or more for a high quantile so that at least two clips lie above it
+    (e.g. 200 for a 0.99 quantile). A quantile of 0 or 1 (the min or max score) only needs ``minimum``."""
+    if quantile is None or not 0.0 < quantile < 1.0:
+        return minimum
+    return max(minimum, math.ceil(_MIN_TAIL_CLIPS / (1.0 - quantile) - 1e-9))
+
+
+def _clips(count: int) -> str:
+    return f"{count} held-out normal training clip{'' if count == 1 else 's'}"
+
+
+def describe_threshold_source(num_heldout: int, policy: str, quantile: float | None,
+                              minimum: int = MIN_HELDOUT) -> tuple[str, str | None]:
+    """(how the threshold was obtained, a warning or None).
+
+    ``normal_quantile`` and ``gamma_fit`` warn when ``num_heldout`` is below :func:`required_heldout` (``minimum``,
+    see :data:`MIN_HELDOUT`, raised for high quantiles); ``fixed`` uses no held-out clips and never warns;
+    ``oracle_f1`` is tuned on the test labels, which the sentence says (it needs no held-out clips either).
+    ``quantile`` None means the policies' default (0.9).
+    """
+    if policy not in POLICIES:
+        raise ValueError(f"unknown threshold policy '{policy}'; choose one of {', '.join(POLICIES)}")
+    if num_heldout < 0:
+        raise ValueError(f"num_heldout must be >= 0; got {num_heldout}")
+    if policy == "fixed":
+        return "fixed value from the config (no held-out clips used)", None
+    if policy == "oracle_f1":
+        return ("tuned on the test labels to maximise F1 (oracle_f1: test-tuned, so its F1 is optimistic and not "
+                "a deployable threshold)"), None
+
+    quantile = DEFAULT_QUANTILE if quantile is None else float(quantile)
+    if policy == "normal_quantile":
+        sentence = f"{quantile:g} quantile of {_clips(num_heldout)}"
+    else:
+        sentence = f"{quantile:g} quantile of a gamma distribution fitted to the scores of {_clips(num_heldout)}"
+    needed = required_heldout(quantile, minimum)
+    if num_heldout >= needed:
+        return sentence, None
+    fix = "use more training clips or a larger --config.val_fraction"
+    if num_heldout == 0:
+        return sentence, f"no held-out normal training clips: policy '{policy}' cannot set a threshold; {fix}"
+    if num_heldout == 1:
+        detail = "it is that one clip's score" if policy == "normal_quantile" else \
+            "a gamma fit to one score is arbitrary"
+    elif policy == "gamma_fit":
+        detail = f"the tail of a gamma fit to {num_heldout} scores is poorly determined"
+    else:
+        above = num_heldout - 1 - math.floor(quantile * (num_heldout - 1) + 1e-9)
+        detail = (f"the {quantile:g} quantile is resolved in steps of 1/{num_heldout} and about {above} "
+                  f"clip{' lies' if above == 1 else 's lie'} above it")
+    return sentence, (f"threshold from only {_clips(num_heldout)} (fewer than {needed}): {detail}, so the false-alarm "
+                      f"rate it gives on new normal clips is unreliable; {fix} to hold out at least {needed}")
+
+
+def run_thresholds(settings, normal_scores: np.ndarray | None, normal_clips: Sequence, labels: np.ndarray,
+                   test_scores: np.ndarray, test_clips: Sequence) -> ThresholdSet:
+    """A run's ``threshold`` settings (policy, quantile, value, per_unit) on these scores: the global threshold and,
+    with ``per_unit``, one per machine id / section (and domain) from its own held-out normals
+    (:func:`choose_unit_thresholds`). Clips are anything with ``machine_id`` and ``domain``."""
+    return choose_unit_thresholds(
+        settings.policy, normal_scores=normal_scores, normal_units=[c.machine_id for c in normal_clips],
+        normal_domains=[c.domain for c in normal_clips], quantile=settings.quantile, value=settings.value,
+        test_labels=labels, test_scores=test_scores, test_units=[c.machine_id for c in test_clips],
+        test_domains=[c.domain for c in test_clips], per_unit=settings.get("per_unit", True))
+
+
+def describe_thresholds(thresholds: ThresholdSet, settings, num_heldout: int, unit: str) -> tuple[str, list[str]]:
+    """(where the thresholds come from, warnings): each unit's (and domain's) source is written into its entry, and
+    a unit or domain resting on too few held-out clips is warned about by name (:func:`describe_threshold_source`).
+    The global threshold's own warning is kept only where some clips are judged by it."""
+    policy, quantile = settings.policy, settings.quantile
+    overall, overall_warning = describe_threshold_source(num_heldout, policy, quantile)
+    if not thresholds.per_unit:
+        return overall, [overall_warning] if overall_warning else []
+    warnings, parts = [], []
+    for name, entry in thresholds.units.items():
+        if entry["from"] == "global":
+            entry["source"] = f"global threshold (no held-out normal clips of {unit} {name})"
+            warnings.append(f"{unit} {name}: no held-out normal clips, so its clips are judged by the global threshold")
+            parts.append(f"{name}: global")
+            continue
+        entry["source"], warning = describe_threshold_source(entry["num_heldout"], policy, quantile)
+        if warning and set(entry["domains"]) != {"source", "target"}:  # else no clip is judged by it
+            warnings.append(f"{unit} {name}: {warning}")
+        for domain, figures in entry["domains"].items():
+            figures["source"], warning = describe_threshold_source(figures["num_heldout"], policy, quantile)
+            if warning:
+                warnings.append(f"{unit} {name}, {domain} domain: {warning}")
+        counts = ", ".join(f"{d} {f['num_heldout']}" for d, f in entry["domains"].items())
+        parts.append(f"{name}: {entry['num_heldout']}" + (f" ({counts})" if counts else ""))
+    uses_global = any(entry["from"] == "global" for entry in thresholds.units.values())
+    if overall_warning and uses_global:
+        warnings.insert(0, f"global threshold: {overall_warning}")
+    domains = " and domain" if any(entry["domains"] for entry in thresholds.units.values()) else ""
+    basis = "test labels" if policy == "oracle_f1" else "held-out normal training clips"
+    text = (f"{policy} per {unit}{domains}, each on its own {basis} ({'; '.join(parts)}); global (for clips of no "
+            f"known {unit}): {overall}")
+    return text, warnings
+
+
+def member_classification(settings, labels: np.ndarray, test_scores: np.ndarray, validation_scores: np.ndarray,
+                          validation_clips: Sequence, test_clips: Sequence) -> list[dict]:
+    """Per member, on its own scores: the anomaly-class F1 at the run's threshold policy (set on the member's own
+    held-out normal scores, no test labels; per unit as the run's) and at the F1-best threshold on the test labels
+    (TEST-TUNED)."""
+    figures = []
+    units, domains = [c.machine_id for c in test_clips], [c.domain for c in test_clips]
+    for index, scores in enumerate(test_scores):
+        entry = {"f1_anomaly": None}
+        try:
+            honest = run_thresholds(settings, validation_scores[index] if validation_scores.size else None,
+                                    validation_clips, labels, scores, test_clips)
+            if not honest.test_tuned:
+                margin = scores - honest.clip_values(units, domains) if honest.per_unit else scores
+                entry["f1_anomaly"] = classification_metrics(labels, margin, 0.0 if honest.per_unit
+                                                             else honest.value)["f1_anomaly"]
+        except ValueError:  # e.g. no held-out clips: no honest threshold
+            pass
+        if np.all(np.isfinite(scores)):
+            tuned = oracle_f1_threshold(labels, scores)
+            entry["f1_anomaly_test_tuned"] = classification_metrics(labels, scores, tuned)["f1_anomaly"]
+        else:
+            entry["f1_anomaly_test_tuned"] = None
+        figures.append(entry)
+    return figures

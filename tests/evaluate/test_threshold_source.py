@@ -4,7 +4,7 @@ import numpy as np
 import pytest
 from scipy import stats
 
-from asd_jax.evaluate.holdout_check import MIN_HELDOUT, describe_threshold_source, required_heldout
+from asd_jax.evaluate.thresholds import MIN_HELDOUT, describe_threshold_source, required_heldout
 
 
 def test_enough_clips_give_a_sentence_and_no_warning():

@@ -20,7 +20,7 @@ import numpy as np
 import pytest
 import soundfile as sf
 
-from asd_jax import pipeline, sweep
+from asd_jax import pipeline, scoring, sweep
 from asd_jax.runlock import LockHeldError, RunLock
 from asd_jax.train.checkpoints import CheckpointError
 from tests.conftest import compile_cache_env, tiny_config, write_wav
@@ -258,7 +258,7 @@ def test_a_corrupted_latest_checkpoint_falls_back_to_the_previous_one(tiny_datas
     clip = os.path.join(tiny_dataset, "slider", "test", sorted(os.listdir(os.path.join(tiny_dataset, "slider",
                                                                                          "test")))[0])
     with caplog.at_level(logging.WARNING):
-        rows = pipeline.score_files(str(damaged), [clip], progress=False)
+        rows = scoring.score_files(str(damaged), [clip], progress=False)
     assert rows[0]["decision"] in ("normal", "anomaly")
     assert any("skipping checkpoint" in r.getMessage() and "/3" in r.getMessage() for r in caplog.records)
 
@@ -274,7 +274,7 @@ def test_a_corrupted_latest_checkpoint_falls_back_to_the_previous_one(tiny_datas
     with pytest.raises(CheckpointError, match="no checkpoint in .* restores"):
         run_tiny(tiny_dataset, damaged, cache_dir, epochs=3)
     with pytest.raises(CheckpointError, match="no checkpoint in .* restores"):
-        pipeline.score_files(str(damaged), [clip], progress=False)
+        scoring.score_files(str(damaged), [clip], progress=False)
 
 
 def test_launch_reports_an_unrestorable_run_in_one_line(tiny_dataset, tmp_path, jax_compile_cache):

@@ -1,0 +1,188 @@
+"""The clips of a run, from its config: which folder, which machine types, which clips train, which are held out.
+
+``config.data_dir`` names a DCASE folder; left empty, the embedded synthetic slide-rail set is generated once and
+cached (:mod:`asd_jax.data.synthetic`). A run reads one machine type; ``machine_type="all"`` or a comma list names
+several (:func:`machine_types`), each run on its own. Like the rest of :mod:`asd_jax.data`, nothing here imports JAX.
+"""
+
+from __future__ import annotations
+
+import copy
+import dataclasses
+import json
+import logging
+
+import numpy as np
+
+from asd_jax.data import dcase, synthetic
+
+log = logging.getLogger(__name__)
+
+
+def split_list(text: str) -> list[str]:
+    """'a, b,,c' -> ['a', 'b', 'c'] (comma lists of machine ids, types, methods)."""
+    return [item.strip() for item in str(text).split(",") if item.strip()]
+
+
+def synth_config(config) -> synthetic.SynthConfig:
+    """The synthetic set the config asks for (``synthetic.layout``: dcase2020, or dcase2023 with a source and a
+    target domain)."""
+    return synthetic.SynthConfig(seed=config.synthetic.seed, snr_db=config.synthetic.snr_db,
+                                 layout=config.synthetic.layout)
+
+
+def resolve_data_dir(config) -> str:
+    """``config.data_dir``, or the embedded synthetic slide-rail set (generated once, cached)."""
+    if config.data_dir:
+        return config.data_dir
+    root = synthetic.default_dataset(config.cache_dir or None, synth_config(config), progress=config.progress)
+    print(f"using the synthetic slide-rail data set at {root} (not MIMII: see README)")
+    return root
+
+
+def synthesize(config) -> dict:
+    """``--mode=synth``: write the synthetic set to ``config.data_dir`` (or make the cached default one)."""
+    if not config.data_dir:
+        root = resolve_data_dir(config)
+        print(f"synthetic data set ready at {root}")
+        return {"data_dir": root}
+    return synthetic.generate_dataset(config.data_dir, synth_config(config), num_workers=config.num_workers or None,
+                                      progress=config.progress)
+
+
+def holdout(clips: list[dcase.Clip], fraction: float, seed: int) -> tuple[list[dcase.Clip], list[dcase.Clip]]:
+    """(fit, validation): a seeded ``fraction`` of each machine id's (section's) normal training clips is held out,
+    per domain where clips have one, so that each domain can get its own threshold."""
+    fit, validation = [], []
+    rng = np.random.default_rng(seed)
+    for machine_id, domain in sorted({(c.machine_id, c.domain or "") for c in clips}):
+        group = [c for c in clips if c.machine_id == machine_id and (c.domain or "") == domain]
+        count = int(round(fraction * len(group))) if len(group) > 1 else 0
+        chosen = set(rng.permutation(len(group))[:count].tolist())
+        for index, clip in enumerate(group):
+            (validation if index in chosen else fit).append(clip)
+    return fit, validation
+
+
+@dataclasses.dataclass
+class Data:
+    """The clips of one run: normal training clips split into fit and held-out, and the test clips."""
+
+    data_dir: str
+    test_data_dir: str
+    fit: list[dcase.Clip]
+    validation: list[dcase.Clip]
+    test: list[dcase.Clip]
+    unmatched: list[str]
+    edition: str = "dcase2020"  # the DCASE edition whose protocol scores the run
+    edition_reason: str = ""
+    key: str = ""  # data_key() of the config it was loaded for
+
+
+DATA_SETTINGS = ("data_dir", "test_data_dir", "machine_type", "machine_ids", "ground_truth_csv", "val_fraction",
+                 "data_seed", "dcase_edition", "mimii_test_normals")
+
+
+def data_key(config) -> str:
+    """The settings that decide which clips a run reads, as one string (runs with equal keys share data)."""
+    return json.dumps({key: config.get(key) for key in DATA_SETTINGS}, sort_keys=True, default=str)
+
+
+def _find(config, root: str, machine_type: str) -> dcase.ClipList:
+    return dcase.find_clips(root, machine_type, split_list(config.machine_ids) or None,
+                            config.ground_truth_csv or None, edition=config.get("dcase_edition") or None,
+                            mimii_test_normals=config.get("mimii_test_normals"))
+
+
+def find_data(config) -> tuple[dcase.ClipList, dcase.ClipList, str, str]:
+    """(training-side clips, test-side clips, edition, why): with a separate ``test_data_dir`` the edition is
+    detected from both folders' names together (or taken from ``dcase_edition``)."""
+    if several_types(config):
+        raise dcase.DatasetError(
+            f"machine_type={config.machine_type!r} names several machine types: --mode=train runs one detector per "
+            "type; in a sweep make machine_type an axis (experiment.product({'machine_type': ['fan', 'valve']}))")
+    data_dir = resolve_data_dir(config)
+    found = _find(config, data_dir, config.machine_type)
+    test_data_dir = config.get("test_data_dir") or data_dir
+    test_found = found if test_data_dir == data_dir else _find(config, test_data_dir, config.machine_type)
+    edition, reason = found.edition, found.edition_reason
+    if test_found is not found and not config.get("dcase_edition"):
+        if "mimii" in (found.layout, test_found.layout):
+            if test_found.edition not in (None, edition):
+                raise dcase.DatasetError(f"the training clips are {edition} ({reason}) but the test clips "
+                                         f"{test_found.edition} ({test_found.edition_reason})")
+        else:
+            channels = found.channels if found.channels == test_found.channels else None
+            edition, reason = dcase.detect_edition([c.path for c in found.clips + test_found.clips],
+                                                   config.machine_type, channels=channels,
+                                                   supplemental=found.supplemental or test_found.supplemental)
+    return found, test_found, edition or "dcase2020", reason
+
+
+def load_data(config) -> Data:
+    """The run's clips: training normals split into fit and held-out (:func:`holdout`), and the test clips."""
+    data_dir = resolve_data_dir(config)
+    found, test_found, edition, reason = find_data(config)
+    train_clips = dcase.require_split(found, "train", data_dir, config.machine_type)
+    test_data_dir = config.get("test_data_dir") or data_dir
+    test_clips = dcase.require_split(test_found, "test", test_data_dir, config.machine_type)
+    unmatched = found.unmatched + (test_found.unmatched if test_found is not found else [])
+    for path in unmatched:
+        log.warning("ignoring %s: its name fits no DCASE pattern", path)
+    anomalous_train = [c for c in train_clips if c.label != dcase.NORMAL]
+    if anomalous_train:
+        raise dcase.DatasetError(f"{anomalous_train[0].path}: training clips must be normal; move anomalies to test/")
+    fit_clips, validation_clips = holdout(train_clips, config.val_fraction, config.data_seed)
+    return Data(data_dir, test_data_dir, fit_clips, validation_clips, test_clips, unmatched, edition, reason,
+                data_key(config))
+
+
+def several_types(config) -> bool:
+    """Whether ``config.machine_type`` names several machine types ("all" or a comma list)."""
+    text = str(config.machine_type).strip()
+    return text.lower() == "all" or "," in text
+
+
+def machine_types(config) -> list[str] | None:
+    """The machine types of a multi-type run (``machine_type="all"``: every type under the data folder; or a comma
+    list), or None for a run of one type."""
+    text = str(config.machine_type).strip()
+    if not several_types(config):
+        return None
+    if text.lower() == "all":
+        root = resolve_data_dir(config)
+        types = dcase.list_machine_types(root)
+        if not types:
+            raise dcase.DatasetError(f"machine_type='all': no machine type folders under {root!r}")
+        return types
+    types = split_list(text)
+    if len(set(types)) != len(types) or any(t.lower() == "all" for t in types):
+        raise ValueError(f"machine_type={text!r}: name each machine type once (or pass 'all' alone)")
+    return types
+
+
+def common_edition(config, types: list[str]) -> str | None:
+    """The edition to impose on every type when their names alone suggest different ones (None: no need).
+
+    Detection is per type and a type whose names fit several editions gets a best guess; when exactly one
+    edition was decided by a rule (not guessed), every type is scored under it. Otherwise: DatasetError."""
+    if config.get("dcase_edition"):
+        return None
+    detected = {}
+    for machine_type in types:
+        type_config = copy.deepcopy(config)
+        with type_config.unlocked():
+            type_config.machine_type = machine_type
+        _, _, edition, reason = find_data(type_config)
+        detected[machine_type] = (edition, reason)
+    editions = {edition for edition, _ in detected.values()}
+    if len(editions) <= 1:
+        return None
+    decided = {edition for edition, reason in detected.values() if "best guess" not in reason}
+    if len(decided) == 1:
+        chosen = decided.pop()
+        log.warning("the machine types' names suggest %s; scoring every type as %s (pass --config.dcase_edition "
+                    "to choose)", ", ".join(f"{t}: {e}" for t, (e, _) in detected.items()), chosen)
+        return chosen
+    raise dcase.DatasetError("the machine types fit different DCASE editions (" + "; ".join(
+        f"{t}: {e} ({r})" for t, (e, r) in detected.items()) + "); pass --config.dcase_edition to choose one")
