@@ -82,7 +82,8 @@ def tiny_dataset(tmp_path_factory) -> str:
 
 
 def tiny_config(method: str, data_dir: str, workdir: str, cache_dir: str, epochs: int = 2):
-    """``asd_jax.config.get_config()`` shrunk for fast tests: 1 s clips, 32 mels, hidden 8-16, short windows."""
+    """``asd_jax.config.get_config()`` shrunk for fast tests: 1 s clips, 32 mels, and every registered method at the
+    small size of its registry entry (``Method.test_settings``), 2 windows per clip and batch 8."""
     from asd_jax.config import get_config
     from asd_jax.methods import registry
 
@@ -95,13 +96,9 @@ def tiny_config(method: str, data_dir: str, workdir: str, cache_dir: str, epochs
     config.num_workers = 1
     config.features.duration_s = 1.0
     config.features.n_mels = 32
-    config.lstm.hidden_size, config.lstm.frames = 8, 3
-    config.gru_ae.hidden_size, config.gru_ae.frames, config.gru_ae.score_hop = 8, 4, 2
-    config.dense_ae.hidden_size, config.dense_ae.bottleneck = 16, 4
-    config.id_classifier.frames, config.id_classifier.score_hop = 8, 4
-    config.id_classifier.channels, config.id_classifier.embedding_dim = "4,8", 8
-    for section in registry.names("ensemble"):
-        train = config[section].train
-        train.epochs, train.batch_size, train.windows_per_clip, train.steps_per_call = epochs, 8, 2, 4
-    config.ocsvm.gammas, config.ocsvm.nus = "scale,0.01", "0.1,0.2"
+    for method in registry.methods():  # each method's own test sizes (Method.test_settings)
+        config[method.section].update(method.test_settings)
+        if method.kind == "ensemble":
+            train = config[method.section].train
+            train.epochs, train.batch_size, train.windows_per_clip, train.steps_per_call = epochs, 8, 2, 4
     return config

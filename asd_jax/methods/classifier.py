@@ -49,8 +49,8 @@ def training_classes(clips: Sequence[dcase.Clip], mode: str, machine_type: str =
         bare = [c for c in clips if not c.attributes]
         if bare:
             raise ValueError(f"id_classifier.classes=unit_attributes needs every training clip's attributes; "
-                             f"{bare[0].path} has none (2020 and raw MIMII names carry no attributes): use "
-                             "--config.id_classifier.classes=unit")
+                             f"{bare[0].path} has none (2020 and raw MIMII names carry no attributes, and DCASE "
+                             "2024-2026 hide some as noAttribute): use --config.id_classifier.classes=unit")
     classes = sorted({class_key(c, mode) for c in clips})
     units = sorted({c.section for c in clips})
     if len(classes) < 2:
@@ -67,8 +67,8 @@ def training_classes(clips: Sequence[dcase.Clip], mode: str, machine_type: str =
 class ClassifierDetector(SequenceDetector):
     """The id classifier on the ensemble trainer, with the kNN or negative-log-probability score."""
 
-    def __init__(self, config, run: RunDir, members, cache_root: str | None = None):
-        super().__init__(config, run, members, cache_root)
+    def __init__(self, method, config, run: RunDir, members, cache_root: str | None = None):
+        super().__init__(method, config, run, members, cache_root)
         self.classes: list[str] | None = None
         self.units: list[str] = []
         self.knn: list[KNNBackend] = []
@@ -78,14 +78,9 @@ class ClassifierDetector(SequenceDetector):
     def _set_classes(self, classes: list[str], units: list[str]) -> None:
         self.classes, self.units = list(classes), list(units)
         unit_index = {u: i for i, u in enumerate(self.units)}
-        class_units = [unit_index[c.split("|")[0]] for c in self.classes]
-        module = model_lib.build_module(self.section, self.classes, class_units)
-        length = self.model.window_length
-        self.model = ensemble.WindowModel(
-            self.method.name, length,
-            init=lambda key, mels: module.init(key, jnp.zeros((2, length, mels)), train=False),
-            errors=lambda variables, batch, train: model_lib.classifier_errors(module, variables, batch, train))
-        self.module = module
+        classes = (self.classes, [unit_index[c.split("|")[0]] for c in self.classes])
+        self.model = self.method.window_model(self.config, classes)
+        self.module = self.method.module(self.section, classes)
         self._score_fn = self._embed_fn = None
 
     def train_labels(self, clips: Sequence[dcase.Clip]) -> np.ndarray:

@@ -1,7 +1,5 @@
 """Detectors on one vector per clip (VGGish embedding or log-mel statistics): write-up Method I (-> OC-SVM) and the
-kNN backend (``vggish_knn`` / ``logmel_knn``).
-
-A clip-vector method is named ``<source>_<detector>``: the source is ``vggish`` or ``logmel``."""
+kNN backend (``vggish_knn`` / ``logmel_knn``). Where the vectors come from is the method's ``vector_source``."""
 
 from __future__ import annotations
 
@@ -12,25 +10,14 @@ from collections.abc import Sequence
 import numpy as np
 from sklearn.preprocessing import StandardScaler
 
-from asd_jax.config import split_list
 from asd_jax.data.dcase import Clip
 from asd_jax.data.features import FeatureConfig, extract_features
+from asd_jax.data.loading import split_list
+from asd_jax.embeddings.vggish import clip_embeddings, resolve_source
 from asd_jax.methods import ocsvm
 from asd_jax.methods.base import Detector, Scores
 from asd_jax.methods.knn import KNNBackend, units_of
 from asd_jax.rundir import RunDir
-
-SOURCES = ("vggish", "logmel")
-
-
-def vector_source(method: str) -> str:
-    """'vggish' or 'logmel': where a clip-vector method's vectors come from."""
-    source = method.split("_")[0]
-    if source not in SOURCES:
-        raise ValueError(f"method {method!r}: a clip-vector method is named <source>_<detector>, source one of "
-                         f"{', '.join(SOURCES)}")
-    return source
-
 
 class OCSVMDetector(Detector):
     """``StandardScaler -> OneClassSVM`` on clip vectors; ``gamma`` and ``nu`` chosen on a grid.
@@ -39,8 +26,8 @@ class OCSVMDetector(Detector):
     mean and std of the log-mel spectrogram and needs no pretrained weights.
     """
 
-    def __init__(self, config, run: RunDir, members=(), cache_root: str | None = None):
-        self.config, self.run, self.cache_root = config, run, cache_root
+    def __init__(self, method, config, run: RunDir, members=(), cache_root: str | None = None):
+        self.method, self.config, self.run, self.cache_root = method, config, run, cache_root
         self.member_names = [members[0].name] if members else ["ocsvm"]
         self.compiles = 0
         self.quiet: list[dict] = []
@@ -49,16 +36,29 @@ class OCSVMDetector(Detector):
 
     pooling_section = "ocsvm"
 
+    @classmethod
+    def preflight(cls, method, config) -> None:
+        """VGGish decodes the audio itself: refuse a channel setting it would not read, and fail at once when the
+        pretrained model cannot be had."""
+        if method.vector_source != "vggish":
+            return
+        if str(config.features.get("channel", "mean")).strip().lower() != "mean":
+            raise ValueError(f"features.channel={config.features.channel!r} is not read by {config.method} (VGGish "
+                             "decodes the audio itself and averages the channels); leave it 'mean'")
+        resolve_source(config.vggish.handle)
+
+    @property
+    def selects_on_test_labels(self) -> bool:
+        return self.config.ocsvm.select == "oracle"
+
     def vectors(self, paths: list[str], description: str) -> tuple[np.ndarray, list[str], list[dict]]:
         """(clip vectors [n, dims], paths that loaded, skipped clips)."""
-        if vector_source(self.config.method) == "logmel":
+        if self.method.vector_source == "logmel":
             extracted = extract_features(paths, FeatureConfig(**self.config.features.to_dict()), self.cache_root,
                                          self.config.num_workers or None, self.config.progress,
                                          f"log-mel ({description})")
             self.quiet += extracted.quiet
             return ocsvm.logmel_stats(extracted.features), extracted.paths, extracted.skipped
-        from asd_jax.embeddings.vggish import clip_embeddings
-
         vggish = self.config.vggish
         embedded = clip_embeddings(paths, handle=vggish.handle, backend=vggish.backend,
                                    pooling=self.config[self.pooling_section].pooling, cache_root=self.cache_root,
@@ -88,8 +88,10 @@ class OCSVMDetector(Detector):
         return skipped
 
     @property
-    def test_tuned(self) -> bool:
-        return bool(self.extra_results.get("ocsvm", {}).get("test_tuned", False))
+    def test_tuned_note(self) -> str:
+        if self.extra_results.get("ocsvm", {}).get("test_tuned", False):
+            return "hyper-parameters chosen by test AUC (--ocsvm_select=oracle): TEST-TUNED"
+        return ""
 
     def score(self, paths: list[str], description: str = "scoring") -> Scores:
         vectors, kept, skipped = self.vectors(paths, description)
@@ -97,8 +99,8 @@ class OCSVMDetector(Detector):
         return Scores(np.asarray(values, np.float64)[None, :], kept, skipped)
 
     @classmethod
-    def restore(cls, config, run: RunDir, members=()) -> "OCSVMDetector":
-        detector = cls(config, run, members, cache_root="")
+    def restore(cls, method, config, run: RunDir, members=()) -> "OCSVMDetector":
+        detector = cls(method, config, run, members, cache_root="")
         detector.pipeline = _load_pickle(run, RunDir.OCSVM, "OC-SVM", config.method)
         return detector
 
@@ -108,6 +110,10 @@ class KNNVectorDetector(OCSVMDetector):
     backend per unit (:mod:`asd_jax.methods.knn`): ``vggish_knn`` and ``logmel_knn``."""
 
     pooling_section = "knn"
+
+    @property
+    def selects_on_test_labels(self) -> bool:
+        return False  # nothing is tuned
 
     def fit(self, clips: list[Clip], validation_clips: Sequence[Clip] = (),
             oracle_clips: Sequence[Clip] | None = None) -> list[dict]:
@@ -135,8 +141,8 @@ class KNNVectorDetector(OCSVMDetector):
         return Scores(self.knn.score(self._scaled(vectors), units_of(kept))[None, :], kept, skipped)
 
     @classmethod
-    def restore(cls, config, run: RunDir, members=()) -> "KNNVectorDetector":
-        detector = cls(config, run, members, cache_root="")
+    def restore(cls, method, config, run: RunDir, members=()) -> "KNNVectorDetector":
+        detector = cls(method, config, run, members, cache_root="")
         saved = _load_pickle(run, RunDir.KNN, "kNN backend", config.method)
         detector.scaler, detector.knn = saved["scaler"], saved["knn"]
         return detector

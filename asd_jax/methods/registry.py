@@ -1,8 +1,9 @@
 """Every method, declared once: what the CLI, the config, the pipeline, the benchmark and the tests know of it.
 
-A :class:`Method` names its config section and that section's defaults, the kind of detector that runs it, and, for
-methods trained on the ensemble trainer, its model factory, window length and FLOPs per window. Adding a method is
-its model file plus one :func:`register` call (see the README, "Adding a method").
+A :class:`Method` names its config section and that section's defaults, the detector class that runs it, and, for
+methods trained on the ensemble trainer, its model factory, window length, FLOPs per window and the small settings
+the tests run it with. Adding a method is its model file plus one :func:`register` call (see the README, "Adding a
+method"); the detector receives its ``Method``, so nothing else looks a method up by name.
 
 Detector kinds:
 
@@ -20,10 +21,15 @@ from collections.abc import Callable
 import jax.numpy as jnp
 import ml_collections
 
+from asd_jax.methods.base import Detector
+from asd_jax.methods.classifier import ClassifierDetector
+from asd_jax.methods.clip_vectors import KNNVectorDetector, OCSVMDetector
+from asd_jax.methods.sequence import SequenceDetector
 from asd_jax.models import dense_ae, gru_autoencoder, id_classifier, lstm_predictor
 from asd_jax.train.ensemble import WindowModel
 
 KINDS = ("ensemble", "clip_vector")
+VECTOR_SOURCES = ("vggish", "logmel")
 
 
 def train_section(epochs: int, batch_size: int, learning_rate: float, windows_per_clip: int,
@@ -44,20 +50,27 @@ def train_section(epochs: int, batch_size: int, learning_rate: float, windows_pe
 @dataclasses.dataclass(frozen=True)
 class Method:
     """One method. ``section`` is the config section it reads (methods may share one, as the OC-SVMs do);
-    ``extra_sections`` are further sections it reads. For ``kind="ensemble"``: ``build_model(section)`` returns the
-    Flax module, ``window_length(section)`` the frames per training window, ``flops_per_window(section, mels)`` the
-    forward + backward matmul FLOPs of one window (3x forward), and ``errors(module, variables, batch, train)`` the
-    per-window error [B] (the loss and the score) and the updated batch statistics (or None);
-    ``init_inputs(sample_batch)`` gives the keyword arguments of ``module.init`` (default: ``frames=`` the windows);
-    ``detector`` names a detector class of its own ("module:Class") when the kind's default does not fit;
-    ``cpu_member_map`` is what ``train.member_map=auto`` means on one CPU device, the faster of ``map`` and
-    ``vmap`` there for this model (measured with ``make bench``)."""
+    ``extra_sections`` are further sections it reads; ``detector`` is the :class:`~asd_jax.methods.base.Detector`
+    class that runs it (it receives this ``Method``).
+
+    For ``kind="ensemble"``: ``build_model(section)`` returns the Flax module (``build_model(section, classes)``
+    for a method with ``labels``: ``classes`` = (class names, each class's unit index) from the training data, or
+    None for a stand-in set, as the benchmark uses); ``window_length(section)`` the frames per training window;
+    ``flops_per_window(section, mels)`` the forward + backward matmul FLOPs of one window (3x forward);
+    ``errors(module, variables, batch, train)`` the per-window error [B] (the loss and the score) and the updated
+    batch statistics (or None); ``init_inputs(sample_batch)`` the keyword arguments of ``module.init`` (default:
+    ``frames=`` the windows); ``cpu_member_map`` what ``train.member_map=auto`` means on one CPU device, the faster
+    of ``map`` and ``vmap`` there for this model (measured with ``make bench``); ``test_settings`` the section
+    values the tests train it with (small and fast: ``tests/conftest.py`` ``tiny_config``).
+
+    For ``kind="clip_vector"``: ``vector_source`` is where its clip vectors come from ("vggish" or "logmel")."""
 
     name: str
     summary: str
     kind: str
     section: str
     default_config: Callable[[], ml_collections.ConfigDict]
+    detector: type[Detector]
     extra_sections: tuple[str, ...] = ()
     build_model: Callable | None = None
     window_length: Callable[[ml_collections.ConfigDict], int] | None = None
@@ -65,8 +78,9 @@ class Method:
     errors: Callable | None = None
     init_inputs: Callable[[dict], dict] | None = None
     labels: str | None = None
-    detector: str = ""  # "module:Class" of a detector of its own; default: the kind's (pipeline.DETECTORS)
     cpu_member_map: str = "map"  # member_map="auto" on one CPU: map (recurrent, CNN) or vmap (dense_ae)
+    vector_source: str | None = None
+    test_settings: dict = dataclasses.field(default_factory=dict)
 
     def __post_init__(self):
         if self.kind not in KINDS:
@@ -75,18 +89,42 @@ class Method:
         if self.kind == "ensemble" and any(field is None for field in ensemble_fields):
             raise ValueError(f"method {self.name!r}: an ensemble method needs build_model, window_length, "
                              "flops_per_window and errors")
+        if self.kind == "clip_vector" and self.vector_source not in VECTOR_SOURCES:
+            raise ValueError(f"method {self.name!r}: a clip-vector method needs vector_source, one of "
+                             f"{', '.join(VECTOR_SOURCES)}")
 
     @property
     def reads(self) -> tuple[str, ...]:
         """Every config section this method reads."""
         return (self.section, *self.extra_sections)
 
-    def window_model(self, config: ml_collections.ConfigDict) -> WindowModel:
-        """The :class:`WindowModel` the trainer sees, from the full config."""
+    @property
+    def multiprocess(self) -> bool:
+        """Whether a run of it can span several processes (``--distributed``)."""
+        return self.detector.multiprocess
+
+    def preflight(self, config: ml_collections.ConfigDict) -> None:
+        """Refuse, before any data work, a run that cannot succeed (e.g. the pretrained VGGish cannot be had)."""
+        self.detector.preflight(self, config)
+
+    def make_detector(self, config: ml_collections.ConfigDict, run, members, cache_root: str | None = None):
+        """A detector of this method, to be fit."""
+        return self.detector(self, config, run, members, cache_root)
+
+    def restore_detector(self, config: ml_collections.ConfigDict, run, members):
+        """The trained detector saved in the run directory ``run``."""
+        return self.detector.restore(self, config, run, members)
+
+    def module(self, section: ml_collections.ConfigDict, classes: tuple | None = None):
+        """The Flax module of a section (and, for a method with ``labels``, of these classes)."""
+        return self.build_model(section, classes) if self.labels else self.build_model(section)
+
+    def window_model(self, config: ml_collections.ConfigDict, classes: tuple | None = None) -> WindowModel:
+        """The :class:`WindowModel` the trainer sees, from the full config (``classes``: see :meth:`module`)."""
         if self.kind != "ensemble":
             raise ValueError(f"method {self.name!r} is not trained on windows (kind {self.kind!r})")
         section = config[self.section]
-        module = self.build_model(section)
+        module = self.module(section, classes)
         length = int(self.window_length(section))
 
         def init(key, mels):
@@ -137,21 +175,16 @@ def _lstm_config():  # write-up Method II: a 2-layer LSTM predicts frame t from 
                                           train=train_section(10, 256, 1e-3, windows_per_clip=32)))
 
 
-def _lstm_flops(section, mels: int) -> float:
-    hidden, inputs = section.hidden_size, [mels] + [section.hidden_size] * (section.num_layers - 1)
-    forward = sum(section.frames * 2 * (i + hidden) * 4 * hidden for i in inputs) + 2 * hidden * mels
-    return 3.0 * forward
-
-
 register(Method(
     "lstm", "2-layer LSTM predicts log-mel frame t from the `frames` before it; score: mean next-frame MSE",
-    "ensemble", "lstm", _lstm_config,
+    "ensemble", "lstm", _lstm_config, SequenceDetector,
     build_model=lambda section: lstm_predictor.LSTMPredictor(section.hidden_size, section.num_layers),
     window_length=lambda section: section.frames + 1,  # the frames read, then the frame predicted
-    flops_per_window=_lstm_flops,
+    flops_per_window=lstm_predictor.flops_per_window,
     errors=lambda module, variables, batch, train: (
         lstm_predictor.prediction_errors(module, variables, batch["windows"]), None),
-    init_inputs=lambda sample: {"frames": sample["windows"][:, :-1]}))
+    init_inputs=lambda sample: {"frames": sample["windows"][:, :-1]},
+    test_settings={"hidden_size": 8, "frames": 3}))
 
 
 def _gru_config():  # write-up Method III: 2-layer GRU encoder/decoder, hidden 256, Adam 1e-3, batch 64, 10 epochs
@@ -159,22 +192,15 @@ def _gru_config():  # write-up Method III: 2-layer GRU encoder/decoder, hidden 2
                                           train=train_section(10, 64, 1e-3, windows_per_clip=8)))
 
 
-def _gru_flops(section, mels: int) -> float:
-    hidden, steps = section.hidden_size, section.frames
-    encoder = [mels] + [hidden] * (section.num_layers - 1)
-    decoder = [hidden] * section.num_layers
-    forward = sum(steps * 2 * (i + hidden) * 3 * hidden for i in encoder + decoder) + steps * 2 * hidden * mels
-    return 3.0 * forward
-
-
 register(Method(
     "gru_ae", "2-layer GRU encoder + decoder reconstruct `frames`-frame sequences; score: mean reconstruction MSE",
-    "ensemble", "gru_ae", _gru_config,
+    "ensemble", "gru_ae", _gru_config, SequenceDetector,
     build_model=lambda section: gru_autoencoder.GRUAutoencoder(section.hidden_size, section.num_layers),
     window_length=lambda section: section.frames,
-    flops_per_window=_gru_flops,
+    flops_per_window=gru_autoencoder.flops_per_window,
     errors=lambda module, variables, batch, train: (
-        gru_autoencoder.reconstruction_errors(module, variables, batch["windows"]), None)))
+        gru_autoencoder.reconstruction_errors(module, variables, batch["windows"]), None),
+    test_settings={"hidden_size": 8, "frames": 4, "score_hop": 2}))
 
 
 def _dense_config():  # DCASE 2020 baseline: 5 frames -> 640-d, 128x4 -> 8 -> 128x4 -> 640, BatchNorm; Adam, batch 512
@@ -183,22 +209,17 @@ def _dense_config():  # DCASE 2020 baseline: 5 frames -> 640-d, 128x4 -> 8 -> 12
         train=train_section(100, 512, 1e-3, windows_per_clip=309, steps_per_call=20)))
 
 
-def _dense_flops(section, mels: int) -> float:
-    widths = [section.frames * mels] + [section.hidden_size] * 4 + [section.bottleneck] + \
-        [section.hidden_size] * 4 + [section.frames * mels]
-    return 3.0 * sum(2 * a * b for a, b in zip(widths[:-1], widths[1:]))
-
-
 register(Method(
     "dense_ae", "the DCASE 2020 baseline autoencoder on `frames` concatenated frames; score: mean reconstruction MSE",
-    "ensemble", "dense_ae", _dense_config,
+    "ensemble", "dense_ae", _dense_config, SequenceDetector,
     build_model=lambda section: dense_ae.DenseAutoencoder(section.hidden_size, section.bottleneck),
     window_length=lambda section: section.frames,
-    flops_per_window=_dense_flops,
+    flops_per_window=dense_ae.flops_per_window,
     errors=lambda module, variables, batch, train: dense_ae.reconstruction_errors(
         module, variables, batch["windows"], train),
     init_inputs=lambda sample: {"frames": sample["windows"], "train": False},
-    cpu_member_map="vmap"))  # large batched matmuls: vmap 1.15-1.38x map at E=8 (2-vCPU AMD EPYC, 2 runs)
+    cpu_member_map="vmap",  # large batched matmuls: vmap 1.15-1.38x map at E=8 (2-vCPU AMD EPYC, 2 runs)
+    test_settings={"hidden_size": 16, "bottleneck": 4}))
 
 
 def _ocsvm_config():  # write-up Method I: clip vector -> StandardScaler -> OneClassSVM(rbf), gamma and nu tuned
@@ -208,9 +229,11 @@ def _ocsvm_config():  # write-up Method I: clip vector -> StandardScaler -> OneC
 
 
 register(Method("vggish_ocsvm", "VGGish embeddings (TF-Hub or the Flax port) -> StandardScaler -> OneClassSVM",
-                "clip_vector", "ocsvm", _ocsvm_config, extra_sections=("vggish",)))
+                "clip_vector", "ocsvm", _ocsvm_config, OCSVMDetector, extra_sections=("vggish",),
+                vector_source="vggish", test_settings={"gammas": "scale,0.01", "nus": "0.1,0.2"}))
 register(Method("logmel_ocsvm", "per-bin log-mel mean and std -> StandardScaler -> OneClassSVM",
-                "clip_vector", "ocsvm", _ocsvm_config))
+                "clip_vector", "ocsvm", _ocsvm_config, OCSVMDetector, vector_source="logmel",
+                test_settings={"gammas": "scale,0.01", "nus": "0.1,0.2"}))
 
 
 def _classifier_config():  # a machine-id classifier with an angular-margin head (the field's leading family)
@@ -226,13 +249,14 @@ def _classifier_config():  # a machine-id classifier with an angular-margin head
 register(Method(
     "id_classifier", "a CNN tells the machine ids (sections, attributes) of normal clips apart with an ArcFace / "
     "AdaCos head; score: kNN cosine distance to the clip's own unit, or -log p(unit)",
-    "ensemble", "id_classifier", _classifier_config,
-    build_model=lambda section: id_classifier.build_module(section),
+    "ensemble", "id_classifier", _classifier_config, ClassifierDetector,
+    build_model=lambda section, classes: id_classifier.build_module(section, *(classes or (None, None))),
     window_length=lambda section: section.frames,
-    flops_per_window=id_classifier.conv_flops,
+    flops_per_window=id_classifier.flops_per_window,
     errors=id_classifier.classifier_errors,
     init_inputs=lambda sample: {"frames": sample["windows"], "train": False},
-    labels="class", detector="asd_jax.methods.classifier:ClassifierDetector"))
+    labels="class",
+    test_settings={"frames": 8, "score_hop": 4, "channels": "4,8", "embedding_dim": 8}))
 
 
 def _knn_config():  # clip vectors -> (StandardScaler) -> per-unit cosine kNN
@@ -240,7 +264,7 @@ def _knn_config():  # clip vectors -> (StandardScaler) -> per-unit cosine kNN
 
 
 register(Method("vggish_knn", "VGGish embeddings -> StandardScaler -> cosine kNN to the clip's own unit",
-                "clip_vector", "knn", _knn_config, extra_sections=("vggish",),
-                detector="asd_jax.methods.clip_vectors:KNNVectorDetector"))
+                "clip_vector", "knn", _knn_config, KNNVectorDetector, extra_sections=("vggish",),
+                vector_source="vggish"))
 register(Method("logmel_knn", "per-bin log-mel mean and std -> StandardScaler -> cosine kNN to the clip's own unit",
-                "clip_vector", "knn", _knn_config, detector="asd_jax.methods.clip_vectors:KNNVectorDetector"))
+                "clip_vector", "knn", _knn_config, KNNVectorDetector, vector_source="logmel"))

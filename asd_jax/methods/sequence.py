@@ -10,7 +10,6 @@ import numpy as np
 
 from asd_jax.data.dcase import Clip
 from asd_jax.data.features import FeatureConfig, Normalizer, extract_features
-from asd_jax.methods import registry
 from asd_jax.methods.base import Detector, Scores
 from asd_jax.rundir import RunDir
 from asd_jax.train import ensemble
@@ -30,9 +29,11 @@ class SequenceDetector(Detector):
     ``validate_every_epochs`` epochs (the curve's held-out error).
     """
 
-    def __init__(self, config, run: RunDir, members: Sequence[ensemble.Member], cache_root: str | None = None):
+    multiprocess = True
+
+    def __init__(self, method, config, run: RunDir, members: Sequence[ensemble.Member], cache_root: str | None = None):
         self.config, self.run, self.cache_root = config, run, cache_root
-        self.method = registry.get(config.method)
+        self.method = method
         self.section = config[self.method.section]
         self.model = self.method.window_model(config)
         self.members = list(members)
@@ -112,8 +113,8 @@ class SequenceDetector(Detector):
         """Read what a subclass saved beside the checkpoints (before the states are restored)."""
 
     @classmethod
-    def restore(cls, config, run: RunDir, members: Sequence[ensemble.Member]) -> "SequenceDetector":
-        detector = cls(config, run, members, cache_root="")
+    def restore(cls, method, config, run: RunDir, members: Sequence[ensemble.Member]) -> "SequenceDetector":
+        detector = cls(method, config, run, members, cache_root="")
         detector.load_extras()
         detector.normalizer = Normalizer.load(run.file(RunDir.NORMALIZER))
         optimizer = detector.train_config.make_optimizer(1)  # the structure only: the values are in the checkpoint

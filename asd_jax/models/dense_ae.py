@@ -37,3 +37,10 @@ def reconstruction_errors(model: DenseAutoencoder, variables, windows: jax.Array
         return jnp.mean(jnp.square(output - target), axis=-1), updates["batch_stats"]
     output = model.apply(variables, windows, train=False)
     return jnp.mean(jnp.square(output - target), axis=-1), None
+
+
+def flops_per_window(section, mels: int) -> float:
+    """Forward + backward (3x forward) matmul FLOPs of one training window through the dense stack."""
+    widths = [section.frames * mels] + [section.hidden_size] * 4 + [section.bottleneck] + \
+        [section.hidden_size] * 4 + [section.frames * mels]
+    return 3.0 * sum(2 * a * b for a, b in zip(widths[:-1], widths[1:]))

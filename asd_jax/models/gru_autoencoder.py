@@ -39,3 +39,13 @@ class GRUAutoencoder(nn.Module):
 def reconstruction_errors(model: GRUAutoencoder, variables, windows: jax.Array) -> jax.Array:
     """Per-window reconstruction MSE: windows [B, L, mels] -> [B]."""
     return jnp.mean(jnp.square(model.apply(variables, windows) - windows), axis=(1, 2))
+
+
+def flops_per_window(section, mels: int) -> float:
+    """Forward + backward (3x forward) matmul FLOPs of one training window: the encoder's and the decoder's gates
+    over ``frames`` steps, then the output projection."""
+    hidden, steps = section.hidden_size, section.frames
+    encoder = [mels] + [hidden] * (section.num_layers - 1)
+    decoder = [hidden] * section.num_layers
+    forward = sum(steps * 2 * (i + hidden) * 3 * hidden for i in encoder + decoder) + steps * 2 * hidden * mels
+    return 3.0 * forward

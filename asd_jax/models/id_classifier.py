@@ -359,7 +359,7 @@ def check_section(section) -> None:
         raise ValueError("id_classifier.channels needs at least one width, e.g. '16,32,64,128'")
 
 
-def conv_flops(section, mels: int) -> float:
+def flops_per_window(section, mels: int) -> float:
     """Forward + backward (3x forward) FLOPs of one window: every convolution and the embedding layer."""
     frames, channels, stride = int(section.frames), list(_widths(section.channels)), int(section.stem_stride)
     height, width = -(-frames // stride), -(-mels // stride)

@@ -28,3 +28,11 @@ def prediction_errors(model: LSTMPredictor, variables, windows: jax.Array) -> ja
     """Per-window MSE of predicting frame ``context`` from frames ``0..context-1``: windows [B, context+1, mels]."""
     prediction = model.apply(variables, windows[:, :-1])
     return jnp.mean(jnp.square(prediction - windows[:, -1]), axis=-1)
+
+
+def flops_per_window(section, mels: int) -> float:
+    """Forward + backward (3x forward) matmul FLOPs of one training window: every layer's gates over ``frames``
+    steps, then the output projection."""
+    hidden, inputs = section.hidden_size, [mels] + [section.hidden_size] * (section.num_layers - 1)
+    forward = sum(section.frames * 2 * (i + hidden) * 4 * hidden for i in inputs) + 2 * hidden * mels
+    return 3.0 * forward

@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 from sklearn.metrics import roc_auc_score
 
-from asd_jax import pipeline
+from asd_jax import pipeline, scoring
 from asd_jax.methods.knn import brute_force_scores
 from tests.conftest import TINY_MACHINE_IDS, tiny_config
 
@@ -52,20 +52,20 @@ def test_id_classifier_trains_two_seeds_in_one_program_and_scores_new_clips(back
         assert (ensemble_scores >= 0).all()  # minus a log-probability
     test_dir = os.path.join(tiny_dataset, "slider", "test")
     clip = os.path.join(test_dir, sorted(os.listdir(test_dir))[0])
-    scored = pipeline.score_files(run, [clip], progress=False)  # restored from the run dir alone
+    scored = scoring.score_files(run, [clip], progress=False)  # restored from the run dir alone
     written = next(r for r in rows if os.path.basename(r["file"]) == os.path.basename(clip))
     assert scored[0]["score"] == pytest.approx(float(written["score"]), rel=1e-4)
 
 
 def test_id_classifier_knn_score_is_the_brute_force_nearest_training_embedding(tiny_dataset, tmp_path):
-    from asd_jax.methods.classifier import ClassifierDetector
+    from asd_jax.methods import registry
     from asd_jax.rundir import RunDir
     from asd_jax.train import ensemble
 
     run = str(tmp_path / "run")
     config = tiny_config("id_classifier", tiny_dataset, run, str(tmp_path / "cache"), epochs=1)
     pipeline.train_and_evaluate(config)
-    detector = ClassifierDetector.restore(config, RunDir(run), [ensemble.Member.create(0)])
+    detector = registry.get("id_classifier").restore_detector(config, RunDir(run), [ensemble.Member.create(0)])
     saved = np.load(os.path.join(run, "knn_train_embeddings.npz"))
     test_dir = os.path.join(tiny_dataset, "slider", "test")
     paths = [os.path.join(test_dir, name) for name in sorted(os.listdir(test_dir))]

@@ -1,5 +1,5 @@
-"""The method registry: every reader takes its facts from it, and a method registered here, in the test, runs end
-to end (training, evaluation, scoring, the benchmark) with nothing else added."""
+"""The method registry: every reader takes its facts from it, and a method registered here, in the test, passes every
+model check and runs end to end (training, evaluation, scoring, the benchmark) with nothing else added."""
 
 import json
 import os
@@ -9,10 +9,12 @@ import jax.numpy as jnp
 import ml_collections
 import pytest
 
-from asd_jax import bench, pipeline
+from asd_jax import bench, pipeline, scoring
 from asd_jax.config import get_config
 from asd_jax.methods import registry
+from asd_jax.methods.sequence import SequenceDetector
 from tests.conftest import TINY_MACHINE_IDS, tiny_config
+from tests.models.test_models import MODEL_CHECKS
 
 pytestmark = pytest.mark.usefixtures("jax_compile_cache")
 
@@ -32,6 +34,7 @@ def toy_method() -> registry.Method:
         "toy_mlp", "a per-frame dense autoencoder (test only)", "ensemble", "toy_mlp",
         lambda: ml_collections.ConfigDict(dict(width=4, frames=2, score_hop=1, train=registry.train_section(
             epochs=2, batch_size=8, learning_rate=1e-3, windows_per_clip=2, steps_per_call=2))),
+        SequenceDetector,
         build_model=lambda section: FrameMLP(section.width),
         window_length=lambda section: section.frames,
         flops_per_window=lambda section, mels: 3.0 * section.frames * 2 * 2 * mels * section.width,
@@ -46,21 +49,35 @@ def toy():
     registry.unregister(method.name)
 
 
-def test_builtin_methods_are_registered_with_their_sections():
+@pytest.mark.parametrize("name", registry.names())
+def test_every_method_reads_sections_of_the_default_config(name):
     config = get_config()
-    assert set(registry.names()) >= {"lstm", "gru_ae", "dense_ae", "id_classifier", "vggish_ocsvm", "logmel_ocsvm",
-                                     "vggish_knn", "logmel_knn"}
-    assert registry.names("ensemble") == ("lstm", "gru_ae", "dense_ae", "id_classifier")
-    for method in registry.methods():
-        assert all(section in config for section in method.reads), method.name
-    assert registry.get("lstm").window_length(config.lstm) == config.lstm.frames + 1
+    method = registry.get(name)
+    assert all(section in config for section in method.reads), name
+    assert set(method.test_settings) <= set(config[method.section]), name  # the tests' sizes name real settings
+    if method.kind == "ensemble":
+        assert method.window_length(config[method.section]) >= 1
+        assert method.flops_per_window(config[method.section], config.features.n_mels) > 0
+    else:
+        assert method.vector_source in registry.VECTOR_SOURCES
+
+
+def test_registry_lookups_and_refusals():
+    assert registry.get("lstm").window_length(get_config().lstm) == get_config().lstm.frames + 1
     assert registry.get("vggish_ocsvm").reads == ("ocsvm", "vggish")
     with pytest.raises(ValueError, match="unknown method 'nope'"):
         registry.get("nope")
     with pytest.raises(ValueError, match="already registered"):
         registry.register(registry.get("lstm"))
     with pytest.raises(ValueError, match="needs build_model"):
-        registry.Method("broken", "", "ensemble", "broken", ml_collections.ConfigDict)
+        registry.Method("broken", "", "ensemble", "broken", ml_collections.ConfigDict, SequenceDetector)
+    with pytest.raises(ValueError, match="needs vector_source"):
+        registry.Method("broken", "", "clip_vector", "ocsvm", ml_collections.ConfigDict, SequenceDetector)
+
+
+@pytest.mark.parametrize("check", MODEL_CHECKS, ids=lambda check: check.__name__)
+def test_a_method_registered_in_the_test_passes_every_model_check(toy, check):
+    check(toy.name)
 
 
 def test_a_method_registered_in_the_test_runs_end_to_end(toy, tiny_dataset, tmp_path):
@@ -76,7 +93,7 @@ def test_a_method_registered_in_the_test_runs_end_to_end(toy, tiny_dataset, tmp_
         assert [json.loads(line)["epoch"] for line in handle] == [1, 2]
     clip = os.path.join(tiny_dataset, "slider", "test", sorted(os.listdir(os.path.join(tiny_dataset, "slider",
                                                                                          "test")))[0])
-    rows = pipeline.score_files(run, [clip], progress=False)
+    rows = scoring.score_files(run, [clip], progress=False)
     assert rows[0]["decision"] in ("normal", "anomaly")
 
     config = tiny_config(toy.name, tiny_dataset, "", str(tmp_path / "cache"))

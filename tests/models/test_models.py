@@ -1,5 +1,5 @@
-"""The Flax models: output shapes, gradients, parameter counts, the recurrences against flax.linen's cells, and
-that one optimiser step lowers the loss."""
+"""The Flax models: every registered window method's errors, gradients and one optimiser step (from its registry
+entry alone), then each model's shapes, parameter counts and the recurrences against flax.linen's cells."""
 
 import functools
 
@@ -11,6 +11,8 @@ import pytest
 from flax import linen as nn
 from flax import traverse_util
 
+from asd_jax.config import get_config
+from asd_jax.methods import registry
 from asd_jax.models import dense_ae, gru_autoencoder, lstm_predictor
 from asd_jax.models.recurrent import GRULayer, LSTMLayer
 
@@ -27,46 +29,91 @@ def _windows(length: int, seed: int = 0, mels: int = MELS) -> jax.Array:
     return jax.random.normal(jax.random.PRNGKey(seed), (BATCH, length, mels))
 
 
-# Each case: (model, init(key, windows) -> variables, errors(variables, windows) -> (errors [B], batch_stats or None),
-# window length). The errors function is the one the trainer uses (train mode for the dense AE).
-def _lstm_case():
-    model = lstm_predictor.LSTMPredictor(hidden_size=HIDDEN, num_layers=2)
-    return (model, lambda key, w: model.init(key, w[:, :-1]),
-            lambda v, w: (lstm_predictor.prediction_errors(model, v, w), None), 4)
+def _window_model(method: registry.Method):
+    """The trainer's view of a registered method at its test size (``Method.test_settings``)."""
+    config = get_config()
+    config[method.section].update(method.test_settings)
+    return method.window_model(config)
 
 
-def _gru_case():
-    model = gru_autoencoder.GRUAutoencoder(hidden_size=HIDDEN, num_layers=2)
-    return (model, lambda key, w: model.init(key, w),
-            lambda v, w: (gru_autoencoder.reconstruction_errors(model, v, w), None), 5)
-
-
-def _dense_case():
-    model = dense_ae.DenseAutoencoder(hidden_size=16, bottleneck=4)
-    return (model, lambda key, w: model.init(key, w, train=False),
-            lambda v, w: dense_ae.reconstruction_errors(model, v, w, train=True), 5)
-
-
-CASES = {"lstm": _lstm_case, "gru_ae": _gru_case, "dense_ae": _dense_case}
+def _batch(method: registry.Method, length: int, seed: int) -> dict:
+    """A batch as the trainer draws it: windows, the step's key and, for a method that learns classes, labels."""
+    batch = {"windows": _windows(length, seed), "key": jax.random.PRNGKey(seed + 100)}
+    if method.labels:
+        batch["labels"] = jnp.arange(BATCH, dtype=jnp.int32) % 2
+    return batch
 
 
 @functools.cache
-def _case(name: str):
-    """(init, step, loss, window length) of a model; ``step(variables, windows) -> (loss, grads, params after one
-    Adam(1e-3) step)`` and ``loss(variables, windows)`` are jitted once per session."""
-    _, init, errors_fn, length = CASES[name]()
+def _compiled(name: str):
+    """(init, step, loss, window length) of a registered method, jitted once per session: ``step(variables, batch)
+    -> (loss, grads, params after one Adam(1e-3) step)`` and ``loss(variables, batch)``, both in train mode (the
+    trainer's loss)."""
+    model = _window_model(registry.get(name))
     optimizer = optax.adam(1e-3)
 
-    def loss(variables, windows):
-        return jnp.mean(errors_fn(variables, windows)[0])
+    def loss(variables, batch):
+        return jnp.mean(model.errors(variables, batch, True)[0])
 
     @jax.jit
-    def step(variables, windows):
-        value, grads = jax.value_and_grad(lambda p: loss({**variables, "params": p}, windows))(variables["params"])
+    def step(variables, batch):
+        value, grads = jax.value_and_grad(lambda p: loss({**variables, "params": p}, batch))(variables["params"])
         updates, _ = optimizer.update(grads, optimizer.init(variables["params"]), variables["params"])
         return value, grads, optax.apply_updates(variables["params"], updates)
 
-    return jax.jit(init), step, jax.jit(loss), length
+    return jax.jit(model.init, static_argnums=1), step, jax.jit(loss), model.window_length
+
+
+def check_errors_shape(name: str) -> None:
+    """One finite error per window, in training and in scoring mode."""
+    init, _, _, length = _compiled(name)
+    method = registry.get(name)
+    model = _window_model(method)
+    variables = init(jax.random.PRNGKey(0), MELS)
+    batch = _batch(method, length, seed=0)
+    for train in (True, False):
+        errors, batch_stats = model.errors(variables, batch, train)
+        assert errors.shape == (BATCH,) and bool(jnp.all(jnp.isfinite(errors))), (name, train)
+        assert (batch_stats is None) or ("batch_stats" in variables), name
+
+
+def check_gradients(name: str) -> None:
+    """Every parameter gets a finite gradient, and a non-zero one (a bias right before a train-mode BatchNorm is
+    cancelled by the batch mean, as in the Keras baseline: zero there is allowed)."""
+    init, step, _, length = _compiled(name)
+    variables = init(jax.random.PRNGKey(2), MELS)
+    batch = _batch(registry.get(name), length, seed=1)
+    # non-zero biases, so no gradient vanishes because of a symmetric start
+    params = jax.tree.map(lambda p: p + 0.05 * jax.random.normal(jax.random.PRNGKey(3), p.shape), variables["params"])
+    _, grads, _ = step({**variables, "params": params}, batch)
+    flat = traverse_util.flatten_dict(grads, sep="/")
+    assert set(flat) == set(traverse_util.flatten_dict(params, sep="/"))
+    for path, grad in flat.items():
+        assert np.all(np.isfinite(grad)), path
+        if "batch_stats" in variables and path.endswith("/bias") and np.allclose(grad, 0.0, atol=1e-5):
+            continue
+        assert np.any(np.abs(grad) > 0), f"{name} {path}: zero gradient"
+
+
+def check_adam_step(name: str) -> None:
+    """One Adam step lowers the training loss on a fixed batch."""
+    init, step, loss, length = _compiled(name)
+    variables = init(jax.random.PRNGKey(8), MELS)
+    batch = _batch(registry.get(name), length, seed=7)
+    before, _, params = step(variables, batch)
+    after = loss({**variables, "params": params}, batch)
+    assert np.isfinite(before) and np.isfinite(after)
+    assert after < before, name
+    np.testing.assert_allclose(before, loss(variables, batch), rtol=1e-6)
+
+
+MODEL_CHECKS = (check_errors_shape, check_gradients, check_adam_step)  # every window method passes them
+
+
+@pytest.mark.parametrize("check", MODEL_CHECKS, ids=lambda check: check.__name__)
+@pytest.mark.parametrize("name", registry.names("ensemble"))
+def test_every_registered_window_method(name, check):
+    check(name)
 
 
 # ----------------------------------------------------------------------------------------------------------------------
@@ -126,30 +173,6 @@ def test_dense_autoencoder_shapes_and_batch_stats():
     changed = jax.tree.map(lambda a, b: bool(jnp.any(a != b)), train_stats, variables["batch_stats"])
     assert all(jax.tree.leaves(changed))
     assert not np.allclose(train_errors, eval_errors)
-
-
-# ----------------------------------------------------------------------------------------------------------------------
-# Gradients.
-
-
-@pytest.mark.parametrize("name", list(CASES))
-def test_gradients_are_finite_and_nonzero_for_every_parameter(name):
-    init, step, _, length = _case(name)
-    windows = _windows(length, seed=1)
-    variables = init(jax.random.PRNGKey(2), windows)
-    # non-zero biases, so no gradient vanishes because of a symmetric start
-    params = jax.tree.map(lambda p: p + 0.05 * jax.random.normal(jax.random.PRNGKey(3), p.shape), variables["params"])
-    _, grads, _ = step({**variables, "params": params}, windows)
-    flat = traverse_util.flatten_dict(grads, sep="/")
-    assert set(flat) == set(traverse_util.flatten_dict(params, sep="/"))
-    for path, grad in flat.items():
-        assert np.all(np.isfinite(grad)), path
-        if name == "dense_ae" and path in {f"Dense_{i}/bias" for i in range(9)}:
-            # A Dense bias right before a train-mode BatchNorm is cancelled by the batch mean: zero gradient,
-            # as in the Keras baseline (Dense(use_bias=True) -> BatchNormalization).
-            np.testing.assert_allclose(grad, 0.0, atol=1e-5, err_msg=path)
-            continue
-        assert np.any(np.abs(grad) > 0), f"{path}: zero gradient"
 
 
 # ----------------------------------------------------------------------------------------------------------------------
@@ -298,19 +321,3 @@ def test_lstm_predictor_reads_the_top_layer_last_state():
         sequence, _ = LSTMLayer(HIDDEN).apply({"params": params[name]}, sequence)
     expected = sequence[-1] @ params["head"]["kernel"] + params["head"]["bias"]
     np.testing.assert_allclose(model.apply({"params": params}, frames), expected, rtol=1e-5, atol=1e-6)
-
-
-# ----------------------------------------------------------------------------------------------------------------------
-# Training.
-
-
-@pytest.mark.parametrize("name", list(CASES))
-def test_one_adam_step_lowers_the_loss_on_a_fixed_batch(name):
-    init, step, loss, length = _case(name)
-    windows = _windows(length, seed=7)
-    variables = init(jax.random.PRNGKey(8), windows)
-    before, _, params = step(variables, windows)
-    after = loss({**variables, "params": params}, windows)
-    assert np.isfinite(before) and np.isfinite(after)
-    assert after < before
-    np.testing.assert_allclose(before, loss(variables, windows), rtol=1e-6)
