@@ -1,4 +1,4 @@
-"""asd_jax entry point: flags -> config -> asd_jax.pipeline.run(config).
+"""asd_jax entry point: flags -> config -> the mode's job (train, sweep, synth, score, benchmark).
 
   python launch.py --method=gru_ae                       # train + evaluate on the embedded synthetic slider data
   python launch.py --method=lstm --data_dir=/data/dcase  # the real DCASE 2020 Task 2 dev set
@@ -12,6 +12,7 @@
 --config.<path>=<value>, e.g. --config.gru_ae.hidden_size=128. The shortcut flags below are applied after those.
 """
 
+import json
 import os
 import sys
 
@@ -19,8 +20,15 @@ from absl import app, flags
 from absl import logging as absl_logging
 from ml_collections import config_flags
 
+from asd_jax import bench, bench_sweep, distributed, pipeline, scoring, sweep
 from asd_jax import config as config_lib
+from asd_jax.data import loading
+from asd_jax.data.audio import AudioError
+from asd_jax.data.dcase import DatasetError
+from asd_jax.embeddings.vggish import VGGishUnavailableError
 from asd_jax.methods import registry
+from asd_jax.runlock import LockHeldError
+from asd_jax.train.checkpoints import CheckpointError
 
 DEFAULT_CONFIG = os.path.join(os.path.dirname(os.path.abspath(config_lib.__file__)), "config.py")
 config_flags.DEFINE_config_file("config", DEFAULT_CONFIG, "Config file with a get_config() (default asd_jax/config.py; "
@@ -32,7 +40,7 @@ flags.DEFINE_string("data_dir", None, "DCASE data root; empty: the synthetic sli
 flags.DEFINE_string("test_data_dir", None, "Take the test clips from this folder instead of --data_dir.")
 flags.DEFINE_string("machine_type", None, "Machine type folder, e.g. slider.")
 flags.DEFINE_string("machine_ids", None, "Comma-separated machine ids, e.g. 00,02; empty: all.")
-flags.DEFINE_string("dcase_edition", None, "dcase2020 ... dcase2024: the scoring protocol; empty: detected from the names.")
+flags.DEFINE_string("dcase_edition", None, "dcase2020 ... dcase2026: the scoring protocol; empty: detected from the names.")
 flags.DEFINE_string("workdir", None, "Run directory (default runs/<method>_<machine_type>); reused runs resume.")
 flags.DEFINE_integer("num_seeds", None, "Ensemble members (one seed each) trained together.")
 flags.DEFINE_integer("seed", None, "First seed.")
@@ -78,14 +86,12 @@ def resolve_config():
         if any(arg.startswith("--config") for arg in sys.argv[1:]):
             raise app.UsageError(f"--mode={mode} --sweep takes its config from the sweep file's get_config(): put "
                                  "--config changes there (shortcut flags such as --data_dir and --workdir still apply)")
-        from asd_jax import sweep
-
         config = sweep.load(FLAGS.sweep or "").get_config()
     axes = {}
     with config.unlocked():
         if FLAGS.method is not None:
             config.method = FLAGS.method
-        methods = config_lib.split_list(config.method)
+        methods = loading.split_list(config.method)
         unknown = [m for m in methods if m not in registry.names()]
         if unknown or not methods or (len(methods) > 1 and mode != "benchmark"):
             raise app.UsageError(f"--method={config.method}: choose one of {', '.join(registry.names())} "
@@ -119,17 +125,36 @@ def _values(flag: str, value):
     if flag != "learning_rate":
         return [value]
     try:
-        return [float(v) for v in config_lib.split_list(value)]
+        return [float(v) for v in loading.split_list(value)]
     except ValueError:
         raise app.UsageError(f"--learning_rate={value}: give a number or a comma list of numbers") from None
+
+
+def run(config, files: list[str] | None = None, axes: dict | None = None):
+    """Run ``config.mode``; ``files`` are the clips of ``--mode=score``, ``axes`` the swept values of a plain run
+    (``--learning_rate=a,b``)."""
+    if distributed.multiprocess():
+        if config.mode not in ("train", "sweep"):
+            raise ValueError(f"--distributed runs --mode=train and --mode=sweep; run --mode={config.mode} as one "
+                             "process")
+        distributed.check_same(json.dumps(config.to_dict(), sort_keys=True, default=str), "settings")
+    if config.mode == "train":
+        return pipeline.train_and_evaluate(config, axes)
+    if config.mode == "sweep":
+        return sweep.run(config)
+    if config.mode == "synth":
+        return loading.synthesize(config)
+    if config.mode == "score":
+        return scoring.score_files(pipeline.resolve_workdir(config), files or [], config.output, config.progress)
+    if config.mode == "benchmark":
+        return bench_sweep.run(config) if config.sweep else bench.run(config)
+    raise ValueError(f"unknown --mode={config.mode!r}; choose one of {', '.join(config_lib.MODES)}")
 
 
 def main(argv):
     if not FLAGS["verbosity"].present:  # absl's INFO lines (backend probing and the like) only on request
         absl_logging.set_verbosity(absl_logging.WARNING)
     if FLAGS.distributed:  # before anything starts a JAX backend; a failing process ends every process
-        from asd_jax import distributed
-
         with distributed.fail_together():
             try:
                 distributed.initialize(FLAGS.coordinator_address, FLAGS.num_processes, FLAGS.process_id)
@@ -140,16 +165,9 @@ def main(argv):
 
 
 def _main(argv):
-    from asd_jax import pipeline
-    from asd_jax.data.audio import AudioError
-    from asd_jax.data.dcase import DatasetError
-    from asd_jax.embeddings.vggish import VGGishUnavailableError
-    from asd_jax.runlock import LockHeldError
-    from asd_jax.train.checkpoints import CheckpointError
-
     try:
         config, axes = resolve_config()
-        pipeline.run(config, files=argv[1:], axes=axes)
+        run(config, files=argv[1:], axes=axes)
     except (DatasetError, AudioError, VGGishUnavailableError, CheckpointError, LockHeldError, FileNotFoundError,
             ValueError) as error:
         if os.environ.get("ASD_JAX_TRACEBACK"):

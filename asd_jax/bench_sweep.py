@@ -29,6 +29,7 @@ import time
 import jax
 
 from asd_jax import experiment, pipeline, sweep
+from asd_jax.data import loading
 from asd_jax.bench import load_average, machine_facts
 from asd_jax.rundir import RunDir
 
@@ -51,8 +52,8 @@ def run(config) -> dict:
     os.makedirs(os.path.join(root, SEPARATE), exist_ok=True)
     print(f"benchmark of sweep {sweep.sweep_name(config.sweep)}: {len(members)} members in {len(groups)} group(s); "
           f"directory {root}")
-    for group in {pipeline.data_key(g.config): g for g in groups}.values():  # fill the feature cache, untimed
-        pipeline.load_data(group.config)
+    for group in {loading.data_key(g.config): g for g in groups}.values():  # fill the feature cache, untimed
+        loading.load_data(group.config)
     load_before = load_average()
 
     together_config = copy.deepcopy(config)
@@ -141,7 +142,7 @@ def _main(config_path: str) -> None:
     absl_logging.set_verbosity(absl_logging.WARNING)
     with open(config_path, "rb") as handle:
         config = pickle.load(handle)
-    pipeline.run(config)
+    pipeline.train_and_evaluate(config)
 
 
 if __name__ == "__main__":
