@@ -183,7 +183,8 @@ def _run_group_locked(group: experiment.Group, run: RunDir, config, method: regi
                                              validation.values, [c.domain for c in validation_clips]),
                                  sections=[c.section for c in test_clips], domains=[c.domain for c in test_clips])
     print(tables.format_table(results))
-    print(f"threshold: {results['threshold']['source']}")
+    if results["threshold"]["policy"] is not None:  # else the table's threshold line says why there is none
+        print(f"threshold: {results['threshold']['source']}")
     print(f"wrote results.json, scores.csv, report.md and plots to {run}")
     return results
 

@@ -7,7 +7,7 @@ import json
 import numpy as np
 
 from asd_jax.data import dcase
-from asd_jax.evaluate.tables import unit_word
+from asd_jax.evaluate.official import unit_word
 from asd_jax.evaluate.thresholds import ThresholdSet
 from asd_jax.methods import registry
 from asd_jax.rundir import RunDir
@@ -19,14 +19,16 @@ def score_files(workdir: str, paths: list[str], output: str = "", progress: bool
 
     A clip whose name (or raw MIMII folder) gives its machine id / section is judged by that unit's threshold (its
     domain's, when the name gives one and the run has it), any other by the global threshold; each row says which
-    (``threshold_scope``)."""
+    (``threshold_scope``). A run that could set no threshold (too few training normals to hold any out) gives
+    scores without a decision."""
     if not paths:
         raise ValueError("give the wav files to score after the flags: "
                          "python launch.py --mode=score --workdir=RUN clip1.wav clip2.wav")
     run = RunDir(workdir)
     config = run.load_config()
     config.progress = progress
-    threshold = ThresholdSet.from_json(run.read_json(RunDir.THRESHOLD))
+    saved = run.read_json(RunDir.THRESHOLD)
+    threshold = ThresholdSet.from_json(saved) if saved.get("policy") is not None else None
     resolved = run.load_resolved()
     unit_name = unit_word(resolved.get("protocol", "dcase2020"))
     members = [ensemble.Member(m["name"], m["seed"], tuple(m["hparams"].items())) for m in resolved["members"]]
@@ -35,6 +37,11 @@ def score_files(workdir: str, paths: list[str], output: str = "", progress: bool
     rows = []
     for path, member_scores in zip(scores.paths, scores.values.T):
         score = float(np.mean(member_scores))
+        if threshold is None:  # the run could set none: the score alone, and why
+            rows.append({"file": path, "score": score, "threshold": None, "threshold_unit": None,
+                         "threshold_domain": None, "threshold_scope": saved.get("reason") or "no threshold",
+                         "decision": None})
+            continue
         named = dcase.unit_of(path)
         value, unit, domain = threshold.lookup(*(named or (None, None)))
         if unit is not None:
@@ -52,12 +59,15 @@ def score_files(workdir: str, paths: list[str], output: str = "", progress: bool
     for row in rows:
         if "error" in row:
             print(f"{row['file']}: SKIPPED ({row['error']})")
+        elif threshold is None:
+            print(f"{row['file']}: score {row['score']:.6g}  (no decision: the run has no threshold)")
         else:
             print(f"{row['file']}: score {row['score']:.6g}  threshold {row['threshold']:.6g} "
                   f"({threshold.policy}, {row['threshold_scope']}{', TEST-TUNED' if threshold.test_tuned else ''})"
                   f"  -> {row['decision']}")
     if output:
         with open(output, "w") as handle:
-            json.dump({"workdir": workdir, "method": config.method, "threshold": threshold.to_json(),
+            json.dump({"workdir": workdir, "method": config.method,
+                       "threshold": threshold.to_json() if threshold is not None else saved,
                        "clips": rows}, handle, indent=2)
     return rows

@@ -62,6 +62,11 @@ def _protocol(edition: str | int | None) -> str:
     return protocol
 
 
+def unit_word(edition: str | None) -> str:
+    """What an edition's unit is called: "machine id" (DCASE 2020, raw MIMII) or "section" (2021+)."""
+    return "machine id" if (edition or "dcase2020") == "dcase2020" else "section"
+
+
 def figure_keys(edition: str) -> tuple[str, ...]:
     """The per-unit figures whose harmonic mean is the official score (2020: its two per-id figures)."""
     edition = _protocol(edition)

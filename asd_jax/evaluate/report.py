@@ -51,7 +51,10 @@ def write_run_outputs(
 
     run.write_json(RunDir.RESULTS, jsonable(results))
     threshold = results["threshold"]
-    run.write_json(RunDir.THRESHOLD, jsonable(ThresholdSet.from_json(threshold).to_json()))
+    if threshold["policy"] is None:  # no threshold: --mode=score gives scores without decisions, and says why
+        run.write_json(RunDir.THRESHOLD, {"policy": None, "value": None, "reason": threshold.get("source")})
+    else:
+        run.write_json(RunDir.THRESHOLD, jsonable(ThresholdSet.from_json(threshold).to_json()))
     _write_scores(run.file(RunDir.SCORES), files, machine_ids, labels, matrix, names, healthy, sections, domains)
     if validation is not None:
         validation_files, validation_ids, validation_scores = validation[:3]

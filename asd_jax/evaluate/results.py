@@ -35,8 +35,8 @@ from asd_jax.evaluate.metrics import (
     pooled_auc,
     undefined_reason,
 )
-from asd_jax.evaluate.tables import unit_word
 from asd_jax.evaluate.thresholds import (
+    NEEDS_HELDOUT,
     Threshold,
     ThresholdSet,
     describe_thresholds,
@@ -102,7 +102,7 @@ def evaluate_run(
     machine_ids: list[str],
     labels: np.ndarray,
     member_scores: np.ndarray,
-    threshold: Threshold | ThresholdSet,
+    threshold: Threshold | ThresholdSet | None,
     skipped_files: list[dict] | list[str] = (),
     extra: dict | None = None,
     member_names: list[str] | None = None,
@@ -115,7 +115,8 @@ def evaluate_run(
 
     ``machine_ids`` are the units (2021+: sections) and ``domains`` each clip's "source"/"target"/None. With a
     :class:`~asd_jax.evaluate.thresholds.ThresholdSet` of per-unit thresholds each clip of the classification
-    table is judged by its unit's (and domain's) threshold; a plain :class:`Threshold` is one for all clips.
+    table is judged by its unit's (and domain's) threshold; a plain :class:`Threshold` is one for all clips; None
+    (no threshold could be set) leaves the classification figures None.
 
     Members named in ``excluded`` (diverged) keep their own entry in ``members`` (marked ``"diverged": true``) but
     are left out of the headline ``per_id``/``mean``/``std``, the ensemble score and the pooled AUC.
@@ -165,11 +166,16 @@ def evaluate_run(
     pooled = math.nan
     if undefined_reason(labels) is None:
         pooled = float(np.mean([pooled_auc(labels, row) for row in matrix]))
-    thresholds = threshold if isinstance(threshold, ThresholdSet) else ThresholdSet(threshold)
-    if thresholds.per_unit:  # score > its clip's threshold  <=>  score - threshold > 0
-        table = classification_metrics(labels, ensemble_score - thresholds.clip_values(machine_ids, domains), 0.0)
+    if threshold is None:  # no threshold could be set: AUC and pAUC stand, the classification table is empty
+        thresholds, table = None, dict.fromkeys((*_CLASSIFICATION_KEYS, "tp", "fp", "tn", "fn"))
+        threshold_entry = {"policy": None, "value": None, "test_tuned": False, "per_unit": False, "units": {}}
     else:
-        table = classification_metrics(labels, ensemble_score, thresholds.value)
+        thresholds = threshold if isinstance(threshold, ThresholdSet) else ThresholdSet(threshold)
+        if thresholds.per_unit:  # score > its clip's threshold  <=>  score - threshold > 0
+            table = classification_metrics(labels, ensemble_score - thresholds.clip_values(machine_ids, domains), 0.0)
+        else:
+            table = classification_metrics(labels, ensemble_score, thresholds.value)
+        threshold_entry = thresholds.to_json()
     edition = official.normalise_edition(edition)
     domain_list = None if domains is None else list(domains)
     headline = official.official_metrics(machine_ids, labels, ensemble_score, domain_list, edition)
@@ -202,11 +208,11 @@ def evaluate_run(
         "pooled": {"auc": pooled},
         "members": all_members,
         "threshold": {
-            **thresholds.to_json(),
+            **threshold_entry,
             **{key: table[key] for key in _CLASSIFICATION_KEYS},
             "confusion": {key: table[key] for key in ("tp", "fp", "tn", "fn")},
         },
-        "test_tuned": bool(thresholds.test_tuned),
+        "test_tuned": bool(thresholds is not None and thresholds.test_tuned),
         "skipped_files": _skipped(skipped_files),
         "notes": notes,
         "protocol": edition,
@@ -280,9 +286,18 @@ def run_results(*, method: str, machine_type: str, data_dir: str, edition: str, 
     healthy = np.array([name not in diverged for name in member_names])
     labels = np.array([c.label for c in test_clips], dtype=int)
     normal_scores = validation_scores[healthy].mean(axis=0) if validation_scores.size else None
-    threshold = run_thresholds(threshold_settings, normal_scores, validation_clips, labels,
-                               test_scores[healthy].mean(axis=0), test_clips)
-    source, warnings = describe_thresholds(threshold, threshold_settings, len(validation_clips), unit_word(edition))
+    unit = official.unit_word(edition)
+    if normal_scores is None and threshold_settings.policy in NEEDS_HELDOUT:  # a folder too small to hold out any
+        threshold = None
+        source = (f"none: policy '{threshold_settings.policy}' needs held-out normal training clips and every "
+                  f"{unit} has too few training normals to hold one out (AUC and pAUC need no threshold); for "
+                  "decisions use more training clips, a larger --config.val_fraction, or --threshold_policy=fixed "
+                  "with --config.threshold.value")
+        warnings = [f"no decision threshold: {source[6:]}"]
+    else:
+        threshold = run_thresholds(threshold_settings, normal_scores, validation_clips, labels,
+                                   test_scores[healthy].mean(axis=0), test_clips)
+        source, warnings = describe_thresholds(threshold, threshold_settings, len(validation_clips), unit)
     validation_errors = ([float(e) for e in validation_scores.mean(axis=1)] if validation_scores.size
                          else [None] * len(members))  # plain floats: equal after a JSON round trip
     results = evaluate_run(

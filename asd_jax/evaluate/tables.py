@@ -1,8 +1,7 @@
 """Text for people: the terminal table and ``report.md`` of a run, and the formatting every table shares.
 
 :func:`fmt`, :func:`mean_pm`, :func:`aligned` and :func:`markdown_table` are the one way figures and tables are
-written (runs, sweeps, benchmarks, the machine-type summary); :func:`unit_word` is the one name of a run's unit
-("machine id" in 2020, "section" from 2021).
+written (runs, sweeps, benchmarks, the machine-type summary).
 """
 
 from __future__ import annotations
@@ -13,18 +12,9 @@ from collections.abc import Sequence
 import numpy as np
 
 from asd_jax.evaluate.metrics import DEFAULT_MAX_FPR
+from asd_jax.evaluate.official import unit_word
+from asd_jax.evaluate.results import CONTRACT_KEYS
 from asd_jax.rundir import RunDir
-
-CONTRACT_KEYS = (
-    "method", "machine_type", "data_dir", "num_seeds", "per_id", "mean", "std", "ensemble", "pooled",
-    "members", "members_diverged", "threshold", "test_tuned", "skipped_files", "notes",
-    "protocol", "per_section", "official_score", "official",
-)
-
-
-def unit_word(edition: str | None) -> str:
-    """What a run's unit is called: "machine id" (DCASE 2020, raw MIMII) or "section" (2021+)."""
-    return "machine id" if (edition or "dcase2020") == "dcase2020" else "section"
 
 
 _SECTION_FIGURES = {"dcase2021": (("auc_source", "AUC source"), ("auc_target", "AUC target"),
@@ -112,6 +102,8 @@ def _class_rows(threshold: dict) -> list[list[str]]:
 
 
 def _threshold_line(threshold: dict, unit: str = "machine id") -> str:
+    if threshold["policy"] is None:
+        return f"threshold: {threshold.get('source') or 'none'}"
     policy = threshold["policy"]
     if threshold.get("quantile") is not None:
         policy += f" (q={threshold['quantile']:g})"

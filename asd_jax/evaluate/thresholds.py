@@ -32,6 +32,7 @@ from scipy import stats
 from asd_jax.evaluate.metrics import ANOMALY, UNKNOWN, _as_labels, classification_metrics
 
 POLICIES = ("normal_quantile", "gamma_fit", "fixed", "oracle_f1")
+NEEDS_HELDOUT = ("normal_quantile", "gamma_fit")  # the policies set on held-out normal scores
 DEFAULT_POLICY = "normal_quantile"
 DEFAULT_QUANTILE = 0.9
 
@@ -354,22 +355,25 @@ def describe_thresholds(thresholds: ThresholdSet, settings, num_heldout: int, un
     overall, overall_warning = describe_threshold_source(num_heldout, policy, quantile)
     if not thresholds.per_unit:
         return overall, [overall_warning] if overall_warning else []
-    warnings, parts = [], []
+    by_warning, parts = {}, []  # warning -> the units (and domains) it is about, so each is said once
     for name, entry in thresholds.units.items():
         if entry["from"] == "global":
             entry["source"] = f"global threshold (no held-out normal clips of {unit} {name})"
-            warnings.append(f"{unit} {name}: no held-out normal clips, so its clips are judged by the global threshold")
+            by_warning.setdefault("no held-out normal clips, so their clips are judged by the global threshold",
+                                  []).append(name)
             parts.append(f"{name}: global")
             continue
         entry["source"], warning = describe_threshold_source(entry["num_heldout"], policy, quantile)
         if warning and set(entry["domains"]) != {"source", "target"}:  # else no clip is judged by it
-            warnings.append(f"{unit} {name}: {warning}")
+            by_warning.setdefault(warning, []).append(name)
         for domain, figures in entry["domains"].items():
             figures["source"], warning = describe_threshold_source(figures["num_heldout"], policy, quantile)
             if warning:
-                warnings.append(f"{unit} {name}, {domain} domain: {warning}")
+                by_warning.setdefault(warning, []).append(f"{name} ({domain} domain)")
         counts = ", ".join(f"{d} {f['num_heldout']}" for d, f in entry["domains"].items())
         parts.append(f"{name}: {entry['num_heldout']}" + (f" ({counts})" if counts else ""))
+    warnings = [f"{unit}{'s' if len(names) > 1 else ''} {', '.join(names)}: {warning}"
+                for warning, names in by_warning.items()]
     uses_global = any(entry["from"] == "global" for entry in thresholds.units.values())
     if overall_warning and uses_global:
         warnings.insert(0, f"global threshold: {overall_warning}")
