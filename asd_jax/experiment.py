@@ -1,7 +1,8 @@
 """A declared experiment: a base config and the points of its swept axes -> members -> groups -> settings.
 
-* A **point** assigns values to config paths (``{"lstm.hidden_size": 32, "seed": 1}``). :func:`product` and
-  :func:`chain` build lists of points; a sweep file returns such a list from ``get_sweep()``.
+* A **point** assigns values to config paths (``{"lstm.hidden_size": 32, "seed": 1}``). :func:`product`,
+  :func:`quasi_random` (a Halton sequence over continuous axes) and :func:`chain` build lists of points; a sweep
+  file returns such a list from ``get_sweep()``.
 * A **member** is one point with one seed: the unit that trains. Its name is unique (the swept values, then the
   seed) and names its ``score_<member>`` column.
 * A **group** is the members that share every array shape and the step count: they train together in one compiled
@@ -24,6 +25,7 @@ import json
 from collections.abc import Iterable, Mapping, Sequence
 
 import ml_collections
+import numpy as np
 
 from asd_jax import config as config_lib
 from asd_jax.evaluate.results import unique
@@ -48,6 +50,50 @@ def product(axes: Mapping[str, Sequence]) -> list[dict]:
         if isinstance(axes[path], (str, bytes)) or not isinstance(axes[path], Iterable):
             raise ValueError(f"axis {path!r}: give a list of values, not {axes[path]!r}")
     return [dict(zip(paths, values)) for values in itertools.product(*(list(axes[p]) for p in paths))]
+
+
+_PRIMES = (2, 3, 5, 7, 11, 13, 17, 19, 23, 29, 31, 37, 41, 43, 47, 53, 59, 61, 67, 71)
+SCALES = ("linear", "log")
+
+
+def _radical_inverse(index: int, base: int) -> float:
+    """The ``index``-th element of the van der Corput sequence in ``base`` (digits mirrored about the point)."""
+    value, fraction = 0.0, 1.0 / base
+    while index:
+        index, digit = divmod(index, base)
+        value += digit * fraction
+        fraction /= base
+    return value
+
+
+def quasi_random(n: int, seed: int, axes: Mapping[str, tuple]) -> list[dict]:
+    """``n`` points of the continuous ``axes`` ({path: (low, high, "log" | "linear")}) from a Halton sequence, as
+    the deep-learning tuning playbook recommends over a grid or plain random search: the points cover the box
+    evenly at any ``n``, so a sweep can be stopped or extended. One prime base per axis; ``seed`` shifts every
+    coordinate by a seeded random offset modulo 1 (a Cranley-Patterson rotation), so different seeds give
+    different, equally even point sets. "log" axes are spread evenly in log space (learning rates, weight decay)."""
+    if n < 1:
+        raise ValueError(f"quasi_random needs n >= 1 points; got {n}")
+    if not axes or len(axes) > len(_PRIMES):
+        raise ValueError(f"quasi_random takes 1 to {len(_PRIMES)} axes; got {len(axes)}")
+    for path, spec in axes.items():
+        if len(spec) != 3 or spec[2] not in SCALES:
+            raise ValueError(f"axis {path!r}: give (low, high, 'log' | 'linear'); got {spec!r}")
+        low, high, scale = spec
+        if not low < high or (scale == "log" and low <= 0):
+            raise ValueError(f"axis {path!r}: need low < high (and low > 0 on a log scale); got {spec!r}")
+    shifts = np.random.default_rng(seed).random(len(axes))
+    points = []
+    for index in range(1, n + 1):  # index 0 is the corner (0, ..., 0) of every Halton sequence: skipped
+        point = {}
+        for (path, (low, high, scale)), base, shift in zip(axes.items(), _PRIMES, shifts):
+            unit = (_radical_inverse(index, base) + shift) % 1.0
+            if scale == "log":
+                point[path] = float(np.exp(np.log(low) + unit * (np.log(high) - np.log(low))))
+            else:
+                point[path] = float(low + unit * (high - low))
+        points.append(point)
+    return points
 
 
 def chain(*point_lists: Sequence[Mapping]) -> list[dict]:
