@@ -46,9 +46,10 @@ def get_config() -> ml_collections.ConfigDict:
 
     config.features = ml_collections.ConfigDict(dict(
         sample_rate=16_000, duration_s=10.0, n_fft=1024, hop_length=512, n_mels=128, power=2.0))
-    # a multichannel file (raw 8-channel MIMII) becomes mono by "mean" (channel average) or one channel index as a
-    # string, e.g. "0" (what DCASE 2020 took from MIMII)
-    config.features.channel = "mean"
+    # a multichannel file becomes mono by "mean" (channel average), one channel index as a string, e.g. "0" (what
+    # DCASE 2020 took from MIMII), or "auto": channel 0 of DCASE 2026's two-channel clips (as its baseline), the
+    # average otherwise (raw 8-channel MIMII)
+    config.features.channel = "auto"
     config.threshold = ml_collections.ConfigDict(dict(policy="normal_quantile", quantile=0.9, value=0.0))
     # one threshold per machine id / section (and domain, where it has held-out normals) from its own held-out
     # normals; False: one global threshold over all of them
@@ -59,8 +60,10 @@ def get_config() -> ml_collections.ConfigDict:
         if method.section not in config:
             config[method.section] = method.default_config()
 
-    # layout: dcase2020 (machine ids 00-06) or dcase2023 (section 00, source + shifted target domain, attributes)
-    config.synthetic = ml_collections.ConfigDict(dict(seed=0, snr_db=0.0, layout="dcase2020"))
+    # layout: dcase2020 (slide rail, machine ids 00-06), dcase2023 (slide rail, section 00, source + shifted target
+    # domain) or dcase2025 (the DCASE-like world: fan, slider and valve, subtle attributes, supplemental clips);
+    # size: default (small, quick) or dcase_dev (the real dev set's clip counts)
+    config.synthetic = ml_collections.ConfigDict(dict(seed=0, snr_db=0.0, layout="dcase2020", size="default"))
     # member_maps: how a program of E > 1 members maps over them (auto, vmap, map; a comma list compares them)
     config.benchmark = ml_collections.ConfigDict(dict(ensemble_sizes="1,8", num_clips=64, warmup_calls=2,
                                                       timed_calls=5, member_maps="auto"))

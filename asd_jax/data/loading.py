@@ -14,7 +14,8 @@ import logging
 
 import numpy as np
 
-from asd_jax.data import dcase, synthetic
+from asd_jax.data import dcase, synthetic, synthetic_world
+from asd_jax.data.features import FeatureConfig
 
 log = logging.getLogger(__name__)
 
@@ -24,19 +25,66 @@ def split_list(text: str) -> list[str]:
     return [item.strip() for item in str(text).split(",") if item.strip()]
 
 
-def synth_config(config) -> synthetic.SynthConfig:
-    """The synthetic set the config asks for (``synthetic.layout``: dcase2020, or dcase2023 with a source and a
-    target domain)."""
-    return synthetic.SynthConfig(seed=config.synthetic.seed, snr_db=config.synthetic.snr_db,
-                                 layout=config.synthetic.layout)
+AUTO_CHANNEL = "auto"
+
+
+def resolve_channel(config, edition: str | None) -> None:
+    """Set ``features.channel="auto"`` to what the data's edition calls for, in place: channel 0 (the near
+    microphone, as the official baseline) for DCASE 2026's two-channel clips, the channel average otherwise (raw
+    8-channel MIMII becomes one virtual microphone; mono clips are unchanged). An explicit setting is kept."""
+    if str(config.features.get("channel", "mean")).strip().lower() == AUTO_CHANNEL:
+        with config.unlocked():
+            config.features.channel = "0" if edition == "dcase2026" else "mean"
+
+
+def feature_config(config) -> FeatureConfig:
+    """The log-mel settings of a run (``features``); a channel still "auto" (no data seen, e.g. the benchmark)
+    means the channel average."""
+    settings = config.features.to_dict()
+    if str(settings.get("channel", "mean")).strip().lower() == AUTO_CHANNEL:
+        settings["channel"] = "mean"
+    return FeatureConfig(**settings)
+
+
+SYNTH_SIZES = ("default", "dcase_dev")
+
+
+def synth_config(config) -> synthetic.SynthConfig | synthetic_world.WorldConfig:
+    """The synthetic set the config asks for: ``synthetic.layout`` dcase2020 or dcase2023 (the slide rail) or
+    dcase2025 (the DCASE-like world of several machine types), at ``synthetic.size`` default or dcase_dev."""
+    settings = config.synthetic
+    size = settings.get("size", "default")
+    if size not in SYNTH_SIZES:
+        raise ValueError(f"synthetic.size={size!r}: choose one of {', '.join(SYNTH_SIZES)}")
+    common = {"seed": settings.seed, "snr_db": settings.snr_db}
+    if settings.layout == synthetic_world.LAYOUT:
+        return synthetic_world.WorldConfig.dcase_dev_size(**common) if size == "dcase_dev" else \
+            synthetic_world.WorldConfig(**common)
+    if size == "dcase_dev":
+        return synthetic.SynthConfig.dcase2023_dev_size(**common) if settings.layout == "dcase2023" else \
+            synthetic.SynthConfig.dcase_dev_size(layout=settings.layout, **common)
+    return synthetic.SynthConfig(layout=settings.layout, **common)
+
+
+def _generate(config, out_dir: str | None) -> str | dict:
+    """Generate the configured synthetic set into ``out_dir`` (a summary), or the cached default (its root)."""
+    wanted = synth_config(config)
+    world = isinstance(wanted, synthetic_world.WorldConfig)
+    workers = config.num_workers or None
+    if out_dir:
+        generate = synthetic_world.generate_world if world else synthetic.generate_dataset
+        return generate(out_dir, wanted, num_workers=workers, progress=config.progress)
+    cached = synthetic_world.default_world if world else synthetic.default_dataset
+    return cached(config.cache_dir or None, wanted, num_workers=workers, progress=config.progress)
 
 
 def resolve_data_dir(config) -> str:
-    """``config.data_dir``, or the embedded synthetic slide-rail set (generated once, cached)."""
+    """``config.data_dir``, or the embedded synthetic set (generated once, cached)."""
     if config.data_dir:
         return config.data_dir
-    root = synthetic.default_dataset(config.cache_dir or None, synth_config(config), progress=config.progress)
-    print(f"using the synthetic slide-rail data set at {root} (not MIMII: see README)")
+    root = _generate(config, None)
+    kind = "slide-rail" if config.synthetic.layout != synthetic_world.LAYOUT else "DCASE-like"
+    print(f"using the synthetic {kind} data set at {root} (not MIMII: see README)")
     return root
 
 
@@ -46,8 +94,7 @@ def synthesize(config) -> dict:
         root = resolve_data_dir(config)
         print(f"synthetic data set ready at {root}")
         return {"data_dir": root}
-    return synthetic.generate_dataset(config.data_dir, synth_config(config), num_workers=config.num_workers or None,
-                                      progress=config.progress)
+    return _generate(config, config.data_dir)
 
 
 def holdout(clips: list[dcase.Clip], fraction: float, seed: int) -> tuple[list[dcase.Clip], list[dcase.Clip]]:
