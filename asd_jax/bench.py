@@ -38,8 +38,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from asd_jax.data.loading import split_list
-from asd_jax.data.features import FeatureConfig
+from asd_jax.data.loading import feature_config, split_list
 from asd_jax.evaluate.tables import aligned
 from asd_jax.hardware import cpu_name, device_name, published_peak
 from asd_jax.methods import registry
@@ -56,7 +55,7 @@ def run(config) -> dict:
     sizes = PEAK_SIZES if device.platform == "cpu" else ACCELERATOR_PEAK_SIZES
     load_before = load_average()
     peak_samples = [matmul_peak(sizes)]
-    frames = FeatureConfig(**config.features.to_dict())
+    frames = feature_config(config)
     shape = (config.benchmark.num_clips, frames.num_frames, frames.n_mels)
     features = jax.random.normal(jax.random.PRNGKey(config.seed), shape, jnp.float32)
     results = [bench_one(method, config, int(size), features, member_map)

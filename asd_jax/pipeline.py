@@ -55,9 +55,12 @@ def _flatten(tree: dict, prefix: str = "") -> dict:
 def check_resumable(run: RunDir, config, members: list[dict]) -> str:
     """A run directory with checkpoints or results may only be continued with the same settings and members, except
     for more epochs (constant schedule): the window stream is keyed by the step, so training on from the last
-    checkpoint gives what a longer run from scratch gives. Returns a note when the run is extended, else ''."""
+    checkpoint gives what a longer run from scratch gives. An "auto" channel is compared as the run's data
+    resolved it. Returns a note when the run is extended, else ''."""
     if not os.path.exists(run.file(RunDir.CONFIG)) or not (run.has_checkpoints or run.finished):
         return ""
+    config = config.copy_and_resolve_references()
+    loading.resolve_channel(config, run.load_resolved().get("protocol"))
     previous, current = _flatten(_comparable(run.load_config())), _flatten(_comparable(config))
     changed = sorted(key for key in set(previous) | set(current) if previous.get(key) != current.get(key))
     method = registry.get(config.method)
@@ -133,6 +136,7 @@ def _run_group_locked(group: experiment.Group, run: RunDir, config, method: regi
                       stop_after_epoch: int | None, data: loading.Data | None) -> dict:
     started = time.perf_counter()
     data = data or loading.load_data(config)
+    loading.resolve_channel(config, data.edition)
     described = [m.describe() for m in group.members]
     continued = check_resumable(run, config, described)
     distributed.barrier("asd_jax: run checked")  # every process read the old config before process 0 replaces it
@@ -181,7 +185,8 @@ def _run_group_locked(group: experiment.Group, run: RunDir, config, method: regi
                                  labels=[c.label for c in test_clips], member_scores=test.values, member_names=names,
                                  validation=(validation.paths, [c.machine_id for c in validation_clips],
                                              validation.values, [c.domain for c in validation_clips]),
-                                 sections=[c.section for c in test_clips], domains=[c.domain for c in test_clips])
+                                 sections=[c.section for c in test_clips], domains=[c.domain for c in test_clips],
+                                 attributes=[c.attributes for c in test_clips])
     print(tables.format_table(results))
     if results["threshold"]["policy"] is not None:  # else the table's threshold line says why there is none
         print(f"threshold: {results['threshold']['source']}")

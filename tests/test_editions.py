@@ -82,7 +82,9 @@ def test_dense_ae_on_a_2023_set_reports_the_official_figures(dcase2023_dataset, 
     assert list(saved["per_section"]) == ["00"] and saved["per_id"]["00"]["num_normal"] == 6
 
     rows = read_csv(os.path.join(workdir, "scores.csv"))
-    assert list(rows[0])[:6] == ["file", "machine_id", "section", "domain", "label", "score"]
+    assert list(rows[0])[:7] == ["file", "machine_id", "section", "domain", "attributes", "label", "score"]
+    # each clip's attributes, as its name and the attribute file give them (the synthetic set: speed and SNR)
+    assert {r["attributes"] for r in rows} == {"snr=0;vel=100", "snr=-3;vel=130"}
     labels = np.array([int(r["label"]) for r in rows])
     scores = np.array([float(r["score"]) for r in rows])
     domains = np.array([r["domain"] for r in rows])
@@ -150,7 +152,7 @@ def test_thresholds_per_machine_id_in_the_run_and_in_score_mode(tiny_dataset, ca
     assert threshold["value"] == pytest.approx(np.quantile([float(r["score"]) for r in held_out], 0.9))
     check_classification(workdir, results)
     assert results["threshold"]["units"] == threshold["units"]
-    assert any(note.startswith("machine id 02: threshold from only 1") for note in results["notes"])
+    assert sum(note.startswith("machine ids 00, 02: threshold from only 1") for note in results["notes"]) == 1  # one line
 
     rows = read_csv(os.path.join(workdir, "scores.csv"))
     clip = next(r["file"] for r in rows if r["machine_id"] == "02")

@@ -27,13 +27,15 @@ def write_run_outputs(
     validation: tuple | None = None,
     sections: Sequence[str] | None = None,
     domains: Sequence[str | None] | None = None,
+    attributes: Sequence[dict] | None = None,
 ) -> None:
     """Write a run's results, once: results.json, threshold.json, scores.csv, validation_scores.csv (when
     ``validation`` = (files, machine ids, member scores [E, n][, domains]) of the held-out normals is given),
     report.md and the plots (roc.png, score_hist.png, train_curve.png when there is a curve).
 
     ``scores.csv`` has ``file,machine_id,section,domain,label,score`` (score = ensemble mean; section defaults to
-    the machine id, domain is source/target or empty) and, when E > 1, one ``score_<name>`` column per member;
+    the machine id, domain is source/target or empty), ``attributes`` (``key=value;...``) when any clip has
+    attributes (2021+ names and attribute files), and, when E > 1, one ``score_<name>`` column per member;
     names default to those in ``results["members"]``. ``threshold.json`` holds the threshold(s) that
     ``--mode=score`` applies: the global one and, when per unit, each unit's.
     """
@@ -55,7 +57,8 @@ def write_run_outputs(
         run.write_json(RunDir.THRESHOLD, {"policy": None, "value": None, "reason": threshold.get("source")})
     else:
         run.write_json(RunDir.THRESHOLD, jsonable(ThresholdSet.from_json(threshold).to_json()))
-    _write_scores(run.file(RunDir.SCORES), files, machine_ids, labels, matrix, names, healthy, sections, domains)
+    _write_scores(run.file(RunDir.SCORES), files, machine_ids, labels, matrix, names, healthy, sections, domains,
+                  attributes)
     if validation is not None:
         validation_files, validation_ids, validation_scores = validation[:3]
         validation_domains = validation[3] if len(validation) > 3 else None
@@ -75,16 +78,21 @@ def write_run_outputs(
 
 def _write_scores(path: str, files, machine_ids, labels, matrix: np.ndarray, names: list[str],
                   healthy: np.ndarray, sections: Sequence[str] | None = None,
-                  domains: Sequence[str | None] | None = None) -> None:
+                  domains: Sequence[str | None] | None = None, attributes: Sequence[dict] | None = None) -> None:
     """``score`` is the mean over the healthy members; every member keeps its own column (diverged ones too)."""
     sections = machine_ids if sections is None else sections
     domains = [None] * len(files) if domains is None else domains
+    attribute_column = attributes is not None and any(attributes)
+    attribute_cells = [";".join(f"{k}={v}" for k, v in sorted(a.items())) for a in attributes] if attribute_column \
+        else []
     with open(path, "w", newline="") as handle:
         writer = csv.writer(handle)
         member_columns = [f"score_{name}" for name in names] if matrix.shape[0] > 1 else []
-        writer.writerow(["file", "machine_id", "section", "domain", "label", "score", *member_columns])
+        writer.writerow(["file", "machine_id", "section", "domain", *(["attributes"] if attribute_column else []),
+                         "label", "score", *member_columns])
         ensemble_score = matrix[healthy].mean(axis=0)
         for index in range(len(files)):
             member_values = [repr(float(v)) for v in matrix[:, index]] if member_columns else []
             writer.writerow([files[index], str(machine_ids[index]), str(sections[index]), domains[index] or "",
-                             int(labels[index]), repr(float(ensemble_score[index])), *member_values])
+                             *attribute_cells[index:index + 1], int(labels[index]), repr(float(ensemble_score[index])),
+                             *member_values])

@@ -11,8 +11,8 @@ import numpy as np
 from sklearn.preprocessing import StandardScaler
 
 from asd_jax.data.dcase import Clip
-from asd_jax.data.features import FeatureConfig, extract_features
-from asd_jax.data.loading import split_list
+from asd_jax.data.features import extract_features
+from asd_jax.data.loading import feature_config, split_list
 from asd_jax.embeddings.vggish import clip_embeddings, resolve_source
 from asd_jax.methods import ocsvm
 from asd_jax.methods.base import Detector, Scores
@@ -42,9 +42,9 @@ class OCSVMDetector(Detector):
         pretrained model cannot be had."""
         if method.vector_source != "vggish":
             return
-        if str(config.features.get("channel", "mean")).strip().lower() != "mean":
+        if str(config.features.get("channel", "mean")).strip().lower() not in ("mean", "auto"):
             raise ValueError(f"features.channel={config.features.channel!r} is not read by {config.method} (VGGish "
-                             "decodes the audio itself and averages the channels); leave it 'mean'")
+                             "decodes the audio itself and averages the channels); leave it 'auto' or 'mean'")
         resolve_source(config.vggish.handle)
 
     @property
@@ -54,7 +54,7 @@ class OCSVMDetector(Detector):
     def vectors(self, paths: list[str], description: str) -> tuple[np.ndarray, list[str], list[dict]]:
         """(clip vectors [n, dims], paths that loaded, skipped clips)."""
         if self.method.vector_source == "logmel":
-            extracted = extract_features(paths, FeatureConfig(**self.config.features.to_dict()), self.cache_root,
+            extracted = extract_features(paths, feature_config(self.config), self.cache_root,
                                          self.config.num_workers or None, self.config.progress,
                                          f"log-mel ({description})")
             self.quiet += extracted.quiet

@@ -9,16 +9,13 @@ import jax
 import numpy as np
 
 from asd_jax.data.dcase import Clip
-from asd_jax.data.features import FeatureConfig, Normalizer, extract_features
+from asd_jax.data.features import Normalizer, extract_features
+from asd_jax.data.loading import feature_config
 from asd_jax.methods.base import Detector, Scores
 from asd_jax.rundir import RunDir
 from asd_jax.train import ensemble
 
 log = logging.getLogger(__name__)
-
-
-def feature_config(config) -> FeatureConfig:
-    return FeatureConfig(**config.features.to_dict())
 
 
 class SequenceDetector(Detector):

@@ -91,7 +91,8 @@ def test_unit_attributes_needs_attributes(tiny_dataset, tmp_path):
 
 
 def test_logmel_knn_scores_equal_brute_force_on_standardised_statistics(tiny_dataset, tmp_path):
-    from asd_jax.data.features import FeatureConfig, extract_features
+    from asd_jax.data.features import extract_features
+    from asd_jax.data.loading import feature_config
     from asd_jax.methods.ocsvm import logmel_stats
 
     run = str(tmp_path / "run")
@@ -107,7 +108,7 @@ def test_logmel_knn_scores_equal_brute_force_on_standardised_statistics(tiny_dat
     train = [os.path.join(root, "train", n) for n in sorted(os.listdir(os.path.join(root, "train")))
              if n not in held_out]
     test = [os.path.join(root, "test", n) for n in sorted(os.listdir(os.path.join(root, "test")))]
-    features = FeatureConfig(**config.features.to_dict())
+    features = feature_config(config)
     train_v = logmel_stats(extract_features(train, features, None, 1, False).features)
     test_v = logmel_stats(extract_features(test, features, None, 1, False).features)
     mean, std = train_v.mean(axis=0), train_v.std(axis=0)

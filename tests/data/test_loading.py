@@ -1,0 +1,36 @@
+"""The clips and settings of a run from its config: the channel rule, the comma lists, the held-out split."""
+
+import pytest
+
+from asd_jax.config import get_config
+from asd_jax.data import dcase, loading
+
+
+@pytest.mark.parametrize("setting, edition, expected", [
+    ("auto", "dcase2026", "0"), ("auto", "dcase2025", "mean"), ("auto", "dcase2020", "mean"),
+    ("1", "dcase2026", "1"), ("mean", "dcase2026", "mean")])
+def test_the_auto_channel_follows_the_edition_and_an_explicit_one_is_kept(setting, edition, expected):
+    config = get_config()
+    config.features.channel = setting
+    loading.resolve_channel(config, edition)
+    assert config.features.channel == expected
+
+
+def test_feature_config_reads_an_unresolved_auto_channel_as_the_average():
+    config = get_config()
+    assert config.features.channel == "auto" and loading.feature_config(config).channel == "mean"
+    config.features.channel = "1"
+    assert loading.feature_config(config).channel == 1
+
+
+def test_split_list():
+    assert loading.split_list(" a, b,,c ") == ["a", "b", "c"] and loading.split_list("") == []
+
+
+def test_holdout_takes_a_seeded_fraction_of_each_unit_and_domain():
+    clips = [dcase.Clip(f"/d/section_00_{domain}_train_normal_{i:04d}.wav", "fan", "00", "train", dcase.NORMAL, domain)
+             for domain, count in (("source", 20), ("target", 10)) for i in range(count)]
+    fit, validation = loading.holdout(clips, 0.1, seed=0)
+    assert len(validation) == 3 and len(fit) == 27
+    assert sorted(c.domain for c in validation) == ["source", "source", "target"]
+    assert loading.holdout(clips, 0.1, seed=0) == (fit, validation)
