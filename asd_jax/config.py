@@ -40,6 +40,9 @@ def get_config() -> ml_collections.ConfigDict:
     config.num_seeds = 1  # ensemble members (one seed each), trained together in one compiled program
     config.data_seed = 0  # which normal training clips are held out (shared by all members of a run)
     config.val_fraction = 0.1  # normal training clips held out per machine id, for thresholds (never trained on)
+    # DCASE 2025 supplemental/ clips: "auto" trains on the kinds the method declares (Method.supplemental), "none"
+    # on none; results.json says how many were found and used
+    config.supplemental = "auto"
     config.progress = True
     config.output = ""  # JSON written by --mode=score and --mode=benchmark
     config.sweep = ""  # --mode=sweep: experiments/sweeps/<name>.py

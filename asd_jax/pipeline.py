@@ -149,9 +149,10 @@ def _run_group_locked(group: experiment.Group, run: RunDir, config, method: regi
           f"training, {len(data.validation)} held-out normal and {len(data.test)} test clips from {data.data_dir}; "
           f"{_describe_members(group)}; run directory {run}" + (f" ({continued})" if continued else ""))
 
+    fit_clips, supplemental = _with_supplemental(config, method, data)
     detector = method.make_detector(config, run, [m.member() for m in group.members], config.cache_dir or None)
     kwargs = {"stop_after_epoch": stop_after_epoch} if stop_after_epoch is not None else {}
-    skipped = detector.fit(data.fit, data.validation,
+    skipped = detector.fit(fit_clips, data.validation,
                            oracle_clips=data.test if detector.selects_on_test_labels else None, **kwargs)
     validation = detector.score([c.path for c in data.validation], "held-out normals")
     test = detector.score([c.path for c in data.test], "test")
@@ -179,7 +180,7 @@ def _run_group_locked(group: experiment.Group, run: RunDir, config, method: regi
         extra=dict(detector.extra_results, group=group.name, compiles=detector.compiles,
                    validation={"num_clips": len(validation.paths),
                                "criterion": "mean score of the held-out normal training clips"},
-                   quiet_clips=quiet, seconds=round(time.perf_counter() - started, 1), protocol_reason=data.edition_reason))
+                   quiet_clips=quiet, **({"supplemental": supplemental} if supplemental else {}), seconds=round(time.perf_counter() - started, 1), protocol_reason=data.edition_reason))
     if distributed.is_primary():
         report.write_run_outputs(run, results, files=test.paths, machine_ids=[c.machine_id for c in test_clips],
                                  labels=[c.label for c in test_clips], member_scores=test.values, member_names=names,
@@ -192,6 +193,26 @@ def _run_group_locked(group: experiment.Group, run: RunDir, config, method: regi
         print(f"threshold: {results['threshold']['source']}")
     print(f"wrote results.json, scores.csv, report.md and plots to {run}")
     return results
+
+
+SUPPLEMENTAL_SETTINGS = ("auto", "none")
+
+
+def _with_supplemental(config, method: registry.Method, data: loading.Data) -> tuple[list, dict]:
+    """(the clips the method trains on, what the results say of the supplemental clips): the fit clips, plus the
+    supplemental kinds the method declares when ``supplemental=auto``. Nothing to say without such clips."""
+    setting = config.get("supplemental", "auto")
+    if setting not in SUPPLEMENTAL_SETTINGS:
+        raise ValueError(f"supplemental={setting!r}: choose one of {', '.join(SUPPLEMENTAL_SETTINGS)}")
+    if not data.supplemental:
+        return data.fit, {}
+    kinds = method.supplemental if setting == "auto" else ()
+    found = {kind: len(data.supplemental_clips(kind)) for kind in ("machine", "noise")}
+    added = [clip for kind in kinds for clip in data.supplemental_clips(kind)]
+    used = {kind: found[kind] if kind in kinds else 0 for kind in found}
+    print(f"supplemental clips: {found['machine']} machine, {found['noise']} noise found; "
+          + (f"{len(added)} added to the training clips" if added else f"{config.method} trains on none"))
+    return data.fit + added, {"found": found, "used": used, "setting": setting}
 
 
 def _describe_members(group: experiment.Group) -> str:

@@ -71,3 +71,29 @@ def test_every_type_of_the_world_in_one_run_and_its_official_scores_recompute(tm
     assert summary["official_score"] == pytest.approx(float(hmean(every_figure)), abs=1e-9)
     with open(os.path.join(workdir, "summary.json")) as handle:
         assert json.load(handle)["official_score"] == pytest.approx(summary["official_score"])
+
+
+def test_supplemental_clips_are_counted_and_added_for_a_method_that_declares_them(tmp_path):
+    import dataclasses
+
+    from asd_jax.methods import registry
+
+    root = str(tmp_path / "world")
+    W.generate_world(root, dataclasses.replace(TINY_WORLD, machine_types=("valve",), num_supplemental_machine=2),
+                     num_workers=1, progress=False)
+    config = tiny_config("dense_ae", root, str(tmp_path / "plain"), str(tmp_path / "cache"), epochs=1)
+    config.machine_type = "valve"
+    plain = pipeline.train_and_evaluate(config)
+    assert plain["supplemental"] == {"found": {"machine": 2, "noise": 1}, "used": {"machine": 0, "noise": 0},
+                                     "setting": "auto"}
+    taker = registry.register(dataclasses.replace(registry.get("dense_ae"), name="dense_ae_supplemental",
+                                                  supplemental=("machine",)))
+    try:
+        config.method, config.workdir = taker.name, str(tmp_path / "taker")
+        taken = pipeline.train_and_evaluate(config)
+        assert taken["supplemental"]["used"] == {"machine": 2, "noise": 0}
+        assert taken["train_clips"] == plain["train_clips"] + 2
+        config.supplemental, config.workdir = "none", str(tmp_path / "none")
+        assert pipeline.train_and_evaluate(config)["train_clips"] == plain["train_clips"]
+    finally:
+        registry.unregister(taker.name)

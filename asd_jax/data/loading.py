@@ -124,6 +124,13 @@ class Data:
     edition: str = "dcase2020"  # the DCASE edition whose protocol scores the run
     edition_reason: str = ""
     key: str = ""  # data_key() of the config it was loaded for
+    supplemental: list[dcase.SupplementalClip] = dataclasses.field(default_factory=list)  # DCASE 2025 extras
+
+    def supplemental_clips(self, kind: str) -> list[dcase.Clip]:
+        """The supplemental clips of ``kind`` ("machine": clean machine recordings, extra normal training data;
+        "noise": noise-only recordings) as normal training clips of their section (source domain unless named)."""
+        return [dcase.Clip(c.path, c.machine_type, c.section, "train", dcase.NORMAL, c.domain or "source", c.section,
+                           dict(c.attributes)) for c in self.supplemental if c.kind == kind]
 
 
 DATA_SETTINGS = ("data_dir", "test_data_dir", "machine_type", "machine_ids", "ground_truth_csv", "val_fraction",
@@ -180,8 +187,11 @@ def load_data(config) -> Data:
     if anomalous_train:
         raise dcase.DatasetError(f"{anomalous_train[0].path}: training clips must be normal; move anomalies to test/")
     fit_clips, validation_clips = holdout(train_clips, config.val_fraction, config.data_seed)
+    supplemental = dcase.find_supplemental(data_dir, config.machine_type)
+    for path in supplemental.unmatched:
+        log.warning("ignoring %s: its name fits no DCASE 2025 supplemental pattern", path)
     return Data(data_dir, test_data_dir, fit_clips, validation_clips, test_clips, unmatched, edition, reason,
-                data_key(config))
+                data_key(config), supplemental.clips)
 
 
 def several_types(config) -> bool:

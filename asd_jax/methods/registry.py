@@ -63,7 +63,12 @@ class Method:
     of ``map`` and ``vmap`` there for this model (measured with ``make bench``); ``test_settings`` the section
     values the tests train it with (small and fast: ``tests/conftest.py`` ``tiny_config``).
 
-    For ``kind="clip_vector"``: ``vector_source`` is where its clip vectors come from ("vggish" or "logmel")."""
+    For ``kind="clip_vector"``: ``vector_source`` is where its clip vectors come from ("vggish" or "logmel").
+
+    ``supplemental`` names the DCASE 2025 supplemental clips the method trains on when the data has them and
+    ``--config.supplemental=auto``: "machine" adds the clean machine recordings to its normal training clips. No
+    built-in method takes them yet (clean recordings without the background shift what "normal" sounds like); a
+    method that takes the noise-only clips as augmentation would declare "noise"."""
 
     name: str
     summary: str
@@ -81,6 +86,7 @@ class Method:
     cpu_member_map: str = "map"  # member_map="auto" on one CPU: map (recurrent, CNN) or vmap (dense_ae)
     vector_source: str | None = None
     test_settings: dict = dataclasses.field(default_factory=dict)
+    supplemental: tuple[str, ...] = ()  # the DCASE 2025 supplemental kinds it trains on: "machine" (extra normals)
 
     def __post_init__(self):
         if self.kind not in KINDS:
@@ -89,6 +95,10 @@ class Method:
         if self.kind == "ensemble" and any(field is None for field in ensemble_fields):
             raise ValueError(f"method {self.name!r}: an ensemble method needs build_model, window_length, "
                              "flops_per_window and errors")
+        unknown = sorted(set(self.supplemental) - {"machine"})
+        if unknown:
+            raise ValueError(f"method {self.name!r}: supplemental kinds {unknown} are not taken by any detector "
+                             "yet; declare ('machine',) or ()")
         if self.kind == "clip_vector" and self.vector_source not in VECTOR_SOURCES:
             raise ValueError(f"method {self.name!r}: a clip-vector method needs vector_source, one of "
                              f"{', '.join(VECTOR_SOURCES)}")
