@@ -1,4 +1,4 @@
-"""The run directory: every file name in it, and every read and write of its small files.
+"""The run directory: every file name in it, and every read and write of its small files and its curves.
 
 A run directory is self-contained: the resolved config, what the detector needs to score new recordings, the
 checkpoints, the training curve (JSON lines and TensorBoard events), the threshold, and the results. A sweep's group
@@ -10,8 +10,11 @@ from __future__ import annotations
 import json
 import os
 import sys
+from collections.abc import Sequence
 
 import ml_collections
+
+from asd_jax import fileio
 
 
 class RunDir:
@@ -90,12 +93,9 @@ class RunDir:
 
     def write_json(self, name: str, payload) -> None:
         """Write ``name`` atomically (a temporary file renamed over it), so a kill never leaves half a file."""
-        path = self.file(name)
-        temporary = f"{path}.tmp"
-        with open(temporary, "w") as handle:
+        with fileio.atomic_open(self.file(name)) as handle:
             json.dump(payload, handle, indent=2, default=str, allow_nan=False)
             handle.write("\n")
-        os.replace(temporary, path)
 
     def read_json(self, name: str):
         with open(self.file(name)) as handle:
@@ -119,6 +119,32 @@ class RunDir:
             return records
         kept = [record for record in records if record["epoch"] <= last_epoch]
         if len(kept) != len(records):
-            with open(path, "w") as handle:
+            with fileio.atomic_open(path) as handle:
                 handle.writelines(json.dumps(record) + "\n" for record in kept)
         return kept
+
+
+class CurveWriter:
+    """TensorBoard event files of the curve, one folder per member under ``directory`` (a run's
+    :attr:`RunDir.tensorboard_dir`, so ``tensorboard --logdir`` compares members): ``train/loss`` and
+    ``validation/error`` per epoch. Written with tensorboardX; a resumed run purges the events after its checkpoint,
+    as :meth:`RunDir.read_curve` drops the JSON-lines records."""
+
+    def __init__(self, directory: str, member_names: Sequence[str], resumed_epoch: int = 0):
+        # imported here: tensorboardX (with protobuf) takes 0.2 s and 170 modules, and only training writes events,
+        # while everything that reads a run (results, reports, tables) imports this module
+        from tensorboardX import SummaryWriter
+
+        self.writers = [SummaryWriter(os.path.join(directory, name), purge_step=resumed_epoch + 1)
+                        for name in member_names]
+
+    def write(self, record: dict) -> None:
+        for index, writer in enumerate(self.writers):
+            writer.add_scalar("train/loss", record["loss"][index], record["epoch"])
+            if "validation_error" in record:
+                writer.add_scalar("validation/error", record["validation_error"][index], record["epoch"])
+            writer.flush()
+
+    def close(self) -> None:
+        for writer in self.writers:
+            writer.close()

@@ -7,11 +7,8 @@ index, so silent and near-silent clips (a dead microphone) are reported by name 
 from __future__ import annotations
 
 import concurrent.futures
-import contextlib
 import dataclasses
-import hashlib
 import itertools
-import json
 import logging
 import multiprocessing
 import os
@@ -20,6 +17,7 @@ from collections.abc import Sequence
 
 import numpy as np
 
+from asd_jax import fileio
 from asd_jax import progress as progress_output
 from asd_jax.data.audio import QUIET_DBFS, AudioError, ChannelError, load_clip, normalise_channel, quiet_problem
 
@@ -65,10 +63,11 @@ def log_mel(wave: np.ndarray, config: FeatureConfig = FeatureConfig()) -> np.nda
 
 
 # ----------------------------------------------------------------------------------------------------------------------
-# On-disk cache: one float32 array [clips, frames, mels] read back as a memory map, plus a JSON index.
+# On-disk cache (an asd_jax.fileio.CacheEntry): one float32 array [clips, frames, mels] read back as a memory map,
+# plus the JSON index.
 
 _CACHE_VERSION = 1
-_DATA_FILE, _INDEX_FILE = "features.f32", "index.json"
+_DATA_FILE = "features.f32"
 
 
 @dataclasses.dataclass
@@ -83,31 +82,6 @@ class FeatureSet:
     cache_hit: bool = False
     levels: list[float | None] = dataclasses.field(default_factory=list)  # dBFS RMS per path; None: constant
     quiet: list[dict] = dataclasses.field(default_factory=list)  # {"file", "dbfs" (None: constant), "problem"}
-
-
-def default_cache_root() -> str:
-    return os.environ.get("ASD_JAX_CACHE_DIR") or os.path.join(os.path.expanduser("~"), ".cache", "asd_jax")
-
-
-def cache_key(paths: Sequence[str], settings: dict) -> str:
-    """Hash of the clip list (path, size, mtime) and the extraction ``settings``: a change of either rebuilds a cache."""
-    digest = hashlib.sha256(json.dumps(settings, sort_keys=True).encode())
-    for path in paths:
-        stat = os.stat(path) if os.path.exists(path) else None
-        digest.update(f"{os.path.abspath(path)}|{stat and stat.st_size}|{stat and stat.st_mtime_ns}\n".encode())
-    return digest.hexdigest()[:24]
-
-
-def _sample_rows(num_rows: int) -> list[int]:
-    """Rows whose checksum guards against corruption: up to 64 spread over the array, first and last included."""
-    return sorted(set(np.linspace(0, num_rows - 1, num=min(num_rows, 64)).astype(int).tolist())) if num_rows else []
-
-
-def _checksum(features: np.ndarray) -> int:
-    crc = 0
-    for row in _sample_rows(len(features)):
-        crc = zlib.crc32(np.ascontiguousarray(features[row]).tobytes(), crc)
-    return crc
 
 
 def _extract(path: str, config: FeatureConfig) -> tuple[np.ndarray | None, float | None, str | None]:
@@ -138,28 +112,30 @@ def quiet_clips(paths: Sequence[str], levels: Sequence[float | None],
     return quiet
 
 
-def _load_cached(directory: str, key: str, verify: str) -> FeatureSet | None:
+def _load_cached(entry: fileio.CacheEntry, verify: str) -> FeatureSet | None:
     """The cached set (its quiet clips listed), or None when it is missing, from another key, truncated or
     corrupt."""
+    index = entry.read_index()
+    if index is None:
+        return None
     try:
-        with open(os.path.join(directory, _INDEX_FILE)) as handle:
-            index = json.load(handle)
         shape = tuple(index["shape"])
-        data_path = os.path.join(directory, _DATA_FILE)
-        if index["key"] != key or os.path.getsize(data_path) != int(np.prod(shape)) * 4:
+        data_path = entry.file(_DATA_FILE)
+        if os.path.getsize(data_path) != int(np.prod(shape)) * 4:
             return None
         features = np.memmap(data_path, dtype=np.float32, mode="r", shape=shape) if shape[0] else \
             np.zeros(shape, np.float32)
         if verify == "full":
             if index.get("full_crc") is not None and zlib.crc32(features.tobytes()) != index["full_crc"]:
                 return None
-        elif _checksum(features) != index["checksum"]:
+        elif not entry.intact(index, features):
             return None
         levels = index.get("levels")
         if not isinstance(levels, list) or len(levels) != len(index["paths"]):
-            log.info("cache %s has no clip levels (written by an older version): rebuilding it", directory)
+            log.info("cache %s has no clip levels (written by an older version): rebuilding it", entry.directory)
             return None
-        cached = FeatureSet(features, index["paths"], index["skipped"], directory, cache_hit=True, levels=levels)
+        cached = FeatureSet(features, index["paths"], index["skipped"], entry.directory, cache_hit=True,
+                            levels=levels)
         cached.quiet = quiet_clips(cached.paths, cached.levels)
         return cached
     except (OSError, ValueError, KeyError, TypeError):
@@ -179,55 +155,29 @@ def extract_features(
 
     A clip that cannot be read is skipped and listed in ``FeatureSet.skipped``. A silent or near-silent clip (RMS
     below :data:`asd_jax.data.audio.QUIET_DBFS`) is kept, logged as a warning and listed in ``FeatureSet.quiet``,
-    from the cache as well as on a fresh build. ``cache_root=""`` disables the cache (features are kept in memory).
+    from the cache as well as on a fresh build. ``cache_root=""`` disables the cache (features are kept in memory);
+    None puts it under :func:`asd_jax.fileio.cache_root`.
     ``verify="full"`` checks a CRC of the whole array on load, ``"sample"`` (default) a CRC of up to 64 rows spread
     over it plus the file size, which catches truncation at no cost. One process builds a cache folder at a time
     (a file lock beside it): a concurrent caller of the same clips (another run, or another process of a
     ``--distributed`` run) waits and then reads what it built.
     """
     paths = [str(p) for p in paths]
-    use_cache = cache_root != ""
-    key = cache_key(paths, {"version": _CACHE_VERSION, "config": dataclasses.asdict(config)})
-    directory = os.path.join(cache_root or default_cache_root(), "features", key) if use_cache else None
-    if use_cache and (cached := _load_cached(directory, key, verify)) is not None:
-        return cached
-    if not use_cache:
-        return _build(paths, config, None, key, num_workers, progress, verify, description)
-    os.makedirs(directory, exist_ok=True)
-    with _build_lock(directory):
-        if (cached := _load_cached(directory, key, verify)) is not None:  # built while this caller waited
-            return cached
-        return _build(paths, config, directory, key, num_workers, progress, verify, description)
+    if cache_root == "":
+        return _build(paths, config, None, num_workers, progress, verify, description)
+    key = fileio.cache_key(paths, {"version": _CACHE_VERSION, "config": dataclasses.asdict(config)})
+    entry = fileio.CacheEntry.under(fileio.cache_root(cache_root), "features", key)
+    return entry.load_or_build(lambda: _load_cached(entry, verify),
+                               lambda: _build(paths, config, entry, num_workers, progress, verify, description))
 
 
-@contextlib.contextmanager
-def _build_lock(directory: str):
-    """An exclusive ``flock`` on ``<directory>.lock`` for one cache build (a no-op where file locks are
-    unsupported)."""
-    import fcntl
-
-    with open(directory + ".lock", "a") as handle:
-        try:
-            fcntl.flock(handle, fcntl.LOCK_EX)
-        except OSError as error:  # e.g. a filesystem without locks: build unguarded, as before
-            log.warning("no file lock for the feature cache %s (%s)", directory, error)
-        try:
-            yield
-        finally:
-            with contextlib.suppress(OSError):
-                fcntl.flock(handle, fcntl.LOCK_UN)
-
-
-def _build(paths: list[str], config: FeatureConfig, directory: str | None, key: str, num_workers: int | None,
+def _build(paths: list[str], config: FeatureConfig, entry: fileio.CacheEntry | None, num_workers: int | None,
            progress: bool, verify: str, description: str) -> FeatureSet:
-    """Extract ``paths`` into the cache ``directory`` (None: in memory)."""
-    use_cache = directory is not None
+    """Extract ``paths`` into the cache ``entry`` (None: in memory)."""
     shape = (len(paths), config.num_frames, config.n_mels)
-    if use_cache:
-        for name in (_INDEX_FILE, _DATA_FILE):  # the index goes first: a half-written cache is never valid
-            if os.path.exists(os.path.join(directory, name)):
-                os.remove(os.path.join(directory, name))
-        data_path = os.path.join(directory, _DATA_FILE)
+    if entry is not None:
+        entry.clear(_DATA_FILE)  # the index goes first: a half-written cache is never valid
+        data_path = entry.file(_DATA_FILE)
         output = np.memmap(data_path, dtype=np.float32, mode="w+", shape=shape) if paths else None
     else:
         output = np.empty(shape, np.float32)
@@ -243,7 +193,7 @@ def _build(paths: list[str], config: FeatureConfig, directory: str | None, key: 
         levels.append(dbfs)
     quiet = quiet_clips(kept, levels)
 
-    if not use_cache:
+    if entry is None:
         return FeatureSet(output[: len(kept)], kept, skipped, levels=levels, quiet=quiet)
     final_shape = (len(kept), *shape[1:])
     if output is not None:
@@ -253,14 +203,10 @@ def _build(paths: list[str], config: FeatureConfig, directory: str | None, key: 
         os.truncate(data_path, int(np.prod(final_shape)) * 4)
     features = np.memmap(data_path, dtype=np.float32, mode="r", shape=final_shape) if kept else \
         np.zeros(final_shape, np.float32)
-    index = {"key": key, "shape": list(final_shape), "config": dataclasses.asdict(config), "paths": kept,
-             "skipped": skipped, "levels": levels, "checksum": _checksum(features),
-             "full_crc": zlib.crc32(features.tobytes()) if verify == "full" else None}
-    temporary = os.path.join(directory, _INDEX_FILE + ".tmp")
-    with open(temporary, "w") as handle:
-        json.dump(index, handle)
-    os.replace(temporary, os.path.join(directory, _INDEX_FILE))
-    return FeatureSet(features, kept, skipped, directory, cache_hit=False, levels=levels, quiet=quiet)
+    entry.write_index({"shape": list(final_shape), "config": dataclasses.asdict(config), "paths": kept,
+                       "skipped": skipped, "levels": levels, "checksum": fileio.sampled_checksum(features),
+                       "full_crc": zlib.crc32(features.tobytes()) if verify == "full" else None})
+    return FeatureSet(features, kept, skipped, entry.directory, cache_hit=False, levels=levels, quiet=quiet)
 
 
 def _map_extract(paths, config, num_workers, progress, description):

@@ -49,12 +49,13 @@ import os
 import re
 import time
 import zlib
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Mapping, Sequence
 
 import numpy as np
 import soundfile as sf
 from scipy import signal
 
+from asd_jax import fileio
 from asd_jax import progress as progress_output
 from asd_jax.data.dcase import normalise_id
 
@@ -618,11 +619,58 @@ def _write_clips(config: SynthConfig, root: str, specs: Sequence[ClipSpec]) -> i
     """Render and write ``specs`` (worker entry point); each file appears atomically under its final name."""
     for spec in specs:
         path = os.path.join(root, spec.relpath(config.machine_type))
-        wave = synth_clip(config, spec.machine_id, spec.split, spec.index, spec.anomaly, spec.severity, spec.domain)
-        partial = path + ".part"
-        sf.write(partial, wave, config.sample_rate, subtype="PCM_16", format="WAV")
-        os.replace(partial, path)
+        write_wav(path, synth_clip(config, spec.machine_id, spec.split, spec.index, spec.anomaly, spec.severity,
+                                   spec.domain), config.sample_rate)
     return len(specs)
+
+
+def write_wav(path: str, wave: np.ndarray, sample_rate: int) -> None:
+    """A 16-bit WAV that appears atomically under its final name."""
+    with fileio.atomic_path(path, suffix=".part") as partial:
+        sf.write(partial, wave, sample_rate, subtype="PCM_16", format="WAV")
+
+
+def render(write_chunk, config, out_dir: str, plan: Sequence, num_workers: int | None, progress: bool,
+           description: str) -> None:
+    """Render ``plan`` in chunks of 8 with ``write_chunk(config, out_dir, specs) -> files written`` (a module-level
+    function, so spawned workers can run it), over ``num_workers`` processes (None: every core; 1: this one)."""
+    workers = max(1, min(num_workers or os.cpu_count() or 1, len(plan) // 8 or 1))
+    chunks = [plan[start:start + 8] for start in range(0, len(plan), 8)]
+    with progress_output.bar(total=len(plan), desc=description, unit="clip", enabled=progress) as bar:
+        if workers == 1:
+            for chunk in chunks:
+                bar.update(write_chunk(config, out_dir, chunk))
+            return
+        context = multiprocessing.get_context("spawn")  # JAX may be loaded here, and does not survive fork
+        with concurrent.futures.ProcessPoolExecutor(workers, mp_context=context) as pool:
+            futures = [pool.submit(write_chunk, config, out_dir, chunk) for chunk in chunks]
+            for future in concurrent.futures.as_completed(futures):
+                bar.update(future.result())
+
+
+def manifest_matches(root: str, version: int, config_json: dict) -> bool:
+    """Whether ``root`` holds a finished generation's manifest of this generator ``version`` and config."""
+    try:
+        with open(os.path.join(root, MANIFEST)) as handle:
+            manifest = json.load(handle)
+    except (OSError, ValueError):
+        return False
+    return manifest.get("generator_version") == version and manifest.get("config") == config_json
+
+
+def cached(kind: str, cache_dir: str | None, config, complete, generate, num_workers: int | None,
+           progress: bool) -> str:
+    """The root of the cached data set ``<cache>/<kind>/<config hash>/`` (:func:`asd_jax.fileio.cache_root`), made
+    by ``generate(root, config, num_workers=, progress=)`` on first use under a file lock (concurrent callers
+    generate it once) and returned at once while ``complete(root, config)``."""
+    root = os.path.join(fileio.cache_root(cache_dir), kind, config.short_hash())
+    if complete(root, config):
+        return root
+    os.makedirs(root, exist_ok=True)
+    with fileio.file_lock(root + ".lock"):
+        if not complete(root, config):
+            generate(root, config, num_workers=num_workers, progress=progress)
+    return root
 
 
 def _summary(config: SynthConfig, root: str, plan: Sequence[ClipSpec], seconds: float) -> dict:
@@ -658,11 +706,6 @@ def _format_summary(summary: dict) -> str:
     return "\n".join(lines)
 
 
-def _chunks(items: Sequence[ClipSpec], size: int) -> Iterator[Sequence[ClipSpec]]:
-    for start in range(0, len(items), size):
-        yield items[start:start + size]
-
-
 def generate_dataset(out_dir: str, config: SynthConfig = SynthConfig(), num_workers: int | None = None,
                      progress: bool = True) -> dict:
     """Write the data set under ``out_dir`` (``<out_dir>/<machine_type>/{train,test}/*.wav``) and its manifest.
@@ -693,23 +736,11 @@ def generate_dataset(out_dir: str, config: SynthConfig = SynthConfig(), num_work
         if _ATTRIBUTES_CSV.match(name) and name not in attribute_files:
             os.remove(os.path.join(machine_folder, name))
 
-    workers = max(1, min(num_workers or os.cpu_count() or 1, len(plan) // 8 or 1))
-    with progress_output.bar(total=len(plan), desc="synthetic clips", unit="clip", enabled=progress) as bar:
-        if workers == 1:
-            for chunk in _chunks(plan, 8):
-                bar.update(_write_clips(config, out_dir, chunk))
-        else:
-            context = multiprocessing.get_context("spawn")  # JAX may be loaded here, and does not survive fork
-            with concurrent.futures.ProcessPoolExecutor(workers, mp_context=context) as pool:
-                futures = [pool.submit(_write_clips, config, out_dir, chunk) for chunk in _chunks(plan, 8)]
-                for future in concurrent.futures.as_completed(futures):
-                    bar.update(future.result())
+    render(_write_clips, config, out_dir, plan, num_workers, progress, "synthetic clips")
 
     for name, rows in attribute_files.items():
-        path = os.path.join(machine_folder, name)
-        with open(path + ".part", "w", newline="") as handle:
+        with fileio.atomic_open(os.path.join(machine_folder, name), "w", suffix=".part", newline="") as handle:
             csv.writer(handle, lineterminator="\n").writerows(rows)
-        os.replace(path + ".part", path)
 
     summary = _summary(config, out_dir, plan, time.perf_counter() - start)
     test_clips = {spec.relpath(config.machine_type): {"anomaly": spec.anomaly, "severity": spec.severity,
@@ -717,9 +748,7 @@ def generate_dataset(out_dir: str, config: SynthConfig = SynthConfig(), num_work
                   for spec in plan if spec.split == "test"}
     content = {"note": NOTE, "generator_version": GENERATOR_VERSION, "config": config.to_json(),
                "summary": summary, "test_clips": test_clips}
-    with open(manifest + ".part", "w") as handle:
-        json.dump(content, handle, indent=1)
-    os.replace(manifest + ".part", manifest)
+    fileio.atomic_write_json(manifest, content, suffix=".part", indent=1)
     if progress:
         print(_format_summary(summary))
     return summary
@@ -727,12 +756,7 @@ def generate_dataset(out_dir: str, config: SynthConfig = SynthConfig(), num_work
 
 def is_complete(root: str, config: SynthConfig) -> bool:
     """Whether ``root`` holds a finished generation of exactly ``config`` (manifest matches, every clip present)."""
-    try:
-        with open(os.path.join(root, MANIFEST)) as handle:
-            manifest = json.load(handle)
-    except (OSError, ValueError):
-        return False
-    if manifest.get("generator_version") != GENERATOR_VERSION or manifest.get("config") != config.to_json():
+    if not manifest_matches(root, GENERATOR_VERSION, config.to_json()):
         return False
     plan = clip_plan(config)
     attribute_files = attribute_rows(config, plan) if config.layout == "dcase2023" else {}
@@ -740,40 +764,11 @@ def is_complete(root: str, config: SynthConfig) -> bool:
         all(os.path.isfile(os.path.join(root, config.machine_type, name)) for name in attribute_files)
 
 
-def cache_root(cache_dir: str | None = None) -> str:
-    """``cache_dir``, else $ASD_JAX_CACHE_DIR, else ~/.cache/asd_jax."""
-    return cache_dir or os.environ.get("ASD_JAX_CACHE_DIR") or os.path.join(os.path.expanduser("~"), ".cache",
-                                                                             "asd_jax")
-
-
-@contextlib.contextmanager
-def _locked(path: str) -> Iterator[None]:
-    """An exclusive lock on ``path`` so that concurrent callers generate a data set once (no-op without fcntl)."""
-    try:
-        import fcntl
-    except ImportError:
-        yield
-        return
-    with open(path, "w") as handle:
-        fcntl.flock(handle, fcntl.LOCK_EX)
-        try:
-            yield
-        finally:
-            fcntl.flock(handle, fcntl.LOCK_UN)
-
-
 def default_dataset(cache_dir: str | None = None, config: SynthConfig = SynthConfig(), num_workers: int | None = None,
                     progress: bool = True) -> str:
     """The root (folder holding ``<machine_type>/``) of the cached synthetic data set for ``config``, generated on
-    first use under ``<cache>/synthetic/<config hash>/`` and returned at once afterwards."""
-    root = os.path.join(cache_root(cache_dir), "synthetic", config.short_hash())
-    if is_complete(root, config):
-        return root
-    os.makedirs(root, exist_ok=True)
-    with _locked(root + ".lock"):
-        if not is_complete(root, config):
-            generate_dataset(root, config, num_workers=num_workers, progress=progress)
-    return root
+    first use under ``<cache>/synthetic/<config hash>/`` and returned at once afterwards (:func:`cached`)."""
+    return cached("synthetic", cache_dir, config, is_complete, generate_dataset, num_workers, progress)
 
 
 def describe() -> str:

@@ -42,7 +42,6 @@ Made with ``python launch.py --mode=synth --config.synthetic.layout=dcase2025 --
 
 from __future__ import annotations
 
-import concurrent.futures
 import contextlib
 import csv
 import dataclasses
@@ -50,22 +49,37 @@ import functools
 import hashlib
 import itertools
 import json
-import multiprocessing
 import os
 import re
 import time
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Sequence
 
 import numpy as np
-import soundfile as sf
 from scipy import signal
 
-from asd_jax import progress as progress_output
-from asd_jax.data.synthetic import (MachineParams, _background, _bandpass, _clank_kernels, _db, _fault, _harmonics,
-                                    _locked, _machine, _modal_kernel, _motion, _place, _rng, _slow_noise)
+from asd_jax import fileio
+from asd_jax.data.synthetic import (
+    MANIFEST,
+    MachineParams,
+    _background,
+    _bandpass,
+    _clank_kernels,
+    _db,
+    _fault,
+    _harmonics,
+    _machine,
+    _modal_kernel,
+    _motion,
+    _place,
+    _rng,
+    _slow_noise,
+    cached,
+    manifest_matches,
+    render,
+    write_wav,
+)
 
 GENERATOR_VERSION = 1  # bump when the sound changes, so cached worlds are made again
-MANIFEST = "synthetic.json"
 NOTE = ("Synthetic fan, valve and slide-rail audio made by asd_jax.data.synthetic_world; NOT DCASE/MIMII "
         "recordings. Results on it say nothing about performance on real machines.")
 SECTION = "00"
@@ -682,16 +696,8 @@ def render_clip(config: WorldConfig, spec: ClipSpec) -> np.ndarray:
 def _write_clips(config: WorldConfig, root: str, specs: Sequence[ClipSpec]) -> int:
     """Render and write ``specs`` (worker entry point); each file appears atomically under its final name."""
     for spec in specs:
-        path = os.path.join(root, spec.relpath)
-        partial = path + ".part"
-        sf.write(partial, render_clip(config, spec), config.sample_rate, subtype="PCM_16", format="WAV")
-        os.replace(partial, path)
+        write_wav(os.path.join(root, spec.relpath), render_clip(config, spec), config.sample_rate)
     return len(specs)
-
-
-def _chunks(items: Sequence[ClipSpec], size: int) -> Iterator[Sequence[ClipSpec]]:
-    for start in range(0, len(items), size):
-        yield items[start:start + size]
 
 
 def _summary(config: WorldConfig, root: str, plan: Sequence[ClipSpec], seconds: float) -> dict:
@@ -768,23 +774,12 @@ def generate_world(out_dir: str, config: WorldConfig = WorldConfig(), num_worker
             os.makedirs(os.path.join(out_dir, name, split), exist_ok=True)
     _remove_stale(out_dir, plan)
 
-    workers = max(1, min(num_workers or os.cpu_count() or 1, len(plan) // 8 or 1))
-    with progress_output.bar(total=len(plan), desc="synthetic world", unit="clip", enabled=progress) as bar:
-        if workers == 1:
-            for chunk in _chunks(plan, 8):
-                bar.update(_write_clips(config, out_dir, chunk))
-        else:
-            context = multiprocessing.get_context("spawn")  # JAX may be loaded here, and does not survive fork
-            with concurrent.futures.ProcessPoolExecutor(workers, mp_context=context) as pool:
-                futures = [pool.submit(_write_clips, config, out_dir, chunk) for chunk in _chunks(plan, 8)]
-                for future in concurrent.futures.as_completed(futures):
-                    bar.update(future.result())
+    render(_write_clips, config, out_dir, plan, num_workers, progress, "synthetic world")
 
     for name, rows in attribute_rows(config, plan).items():
         path = os.path.join(out_dir, name, f"attributes_{SECTION}.csv")
-        with open(path + ".part", "w", newline="") as handle:
+        with fileio.atomic_open(path, "w", suffix=".part", newline="") as handle:
             csv.writer(handle, lineterminator="\n").writerows(rows)
-        os.replace(path + ".part", path)
 
     summary = _summary(config, out_dir, plan, time.perf_counter() - start)
     test_clips = {spec.relpath: {"anomaly": spec.anomaly, "severity": spec.severity, "domain": spec.domain,
@@ -793,9 +788,7 @@ def generate_world(out_dir: str, config: WorldConfig = WorldConfig(), num_worker
                     for spec in plan if spec.split == "supplemental"}
     content = {"note": NOTE, "generator_version": GENERATOR_VERSION, "config": config.to_json(), "summary": summary,
                "test_clips": test_clips, "supplemental": supplemental}
-    with open(manifest + ".part", "w") as handle:
-        json.dump(content, handle, indent=1)
-    os.replace(manifest + ".part", manifest)
+    fileio.atomic_write_json(manifest, content, suffix=".part", indent=1)
     if progress:
         print(_format_summary(summary))
     return summary
@@ -803,36 +796,17 @@ def generate_world(out_dir: str, config: WorldConfig = WorldConfig(), num_worker
 
 def is_complete(root: str, config: WorldConfig) -> bool:
     """Whether ``root`` holds a finished generation of exactly ``config`` (manifest matches, every file present)."""
-    try:
-        with open(os.path.join(root, MANIFEST)) as handle:
-            manifest = json.load(handle)
-    except (OSError, ValueError):
-        return False
-    if manifest.get("generator_version") != GENERATOR_VERSION or manifest.get("config") != config.to_json():
+    if not manifest_matches(root, GENERATOR_VERSION, config.to_json()):
         return False
     return all(os.path.isfile(os.path.join(root, spec.relpath)) for spec in clip_plan(config)) and \
         all(os.path.isfile(os.path.join(root, name, f"attributes_{SECTION}.csv")) for name in config.machine_types)
 
 
-def cache_root(cache_dir: str | None = None) -> str:
-    """``cache_dir``, else $ASD_JAX_CACHE_DIR, else ~/.cache/asd_jax."""
-    return cache_dir or os.environ.get("ASD_JAX_CACHE_DIR") or os.path.join(os.path.expanduser("~"), ".cache",
-                                                                             "asd_jax")
-
-
 def default_world(cache_dir: str | None = None, config: WorldConfig = WorldConfig(), num_workers: int | None = None,
                   progress: bool = True) -> str:
     """The root (folder holding ``<machine_type>/``) of the cached world for ``config``, generated on first use
-    under ``<cache>/synthetic_world/<config hash>/`` (under a file lock, so concurrent callers generate it once)
-    and returned at once afterwards."""
-    root = os.path.join(cache_root(cache_dir), "synthetic_world", config.short_hash())
-    if is_complete(root, config):
-        return root
-    os.makedirs(root, exist_ok=True)
-    with _locked(root + ".lock"):
-        if not is_complete(root, config):
-            generate_world(root, config, num_workers=num_workers, progress=progress)
-    return root
+    under ``<cache>/synthetic_world/<config hash>/`` and returned at once afterwards (:func:`synthetic.cached`)."""
+    return cached("synthetic_world", cache_dir, config, is_complete, generate_world, num_workers, progress)
 
 
 def describe() -> str:

@@ -21,7 +21,6 @@ from __future__ import annotations
 import contextlib
 import dataclasses
 import hashlib
-import json
 import logging
 import os
 import socket
@@ -34,6 +33,8 @@ from typing import Any
 
 import numpy as np
 
+from asd_jax import fileio
+from asd_jax.data.audio import AudioError, load_audio
 from asd_jax.models import vggish as vggish_model
 from asd_jax.progress import bar as progress_bar
 
@@ -324,10 +325,11 @@ class VGGishExtractor:
 
 
 # ----------------------------------------------------------------------------------------------------------------------
-# On-disk cache of clip vectors: vectors.npy plus a JSON index, under <cache root>/vggish/<key>.
+# On-disk cache of clip vectors (an asd_jax.fileio.CacheEntry): vectors.npy plus the JSON index with a checksum of
+# sampled rows, under <cache root>/vggish/<key>.
 
-_CACHE_VERSION = 1
-_VECTORS_FILE, _INDEX_FILE = "vectors.npy", "index.json"
+_CACHE_VERSION = 2  # 2: the index holds the vectors' checksum
+_VECTORS_FILE = "vectors.npy"
 
 
 @dataclasses.dataclass
@@ -355,20 +357,20 @@ def model_fingerprint(handle: str) -> str:
 
 def embedding_cache_key(paths: Sequence[str], settings: dict) -> str:
     """Hash of the clip list (path, size, mtime) and the extraction settings (model, backend, pooling ...)."""
-    from asd_jax.data.features import cache_key
-
-    return cache_key(paths, {"version": _CACHE_VERSION, **settings})
+    return fileio.cache_key(paths, {"version": _CACHE_VERSION, **settings})
 
 
-def _load_cached(directory: str, key: str) -> EmbeddingSet | None:
+def _load_cached(entry: fileio.CacheEntry) -> EmbeddingSet | None:
+    """The cached set, or None when it is missing, from another key, truncated or corrupt."""
+    index = entry.read_index()
+    if index is None:
+        return None
     try:
-        with open(os.path.join(directory, _INDEX_FILE)) as handle:
-            index = json.load(handle)
-        vectors = np.load(os.path.join(directory, _VECTORS_FILE))
-        if index["key"] != key or list(vectors.shape) != index["shape"] or vectors.dtype != np.float32:
+        vectors = np.load(entry.file(_VECTORS_FILE))
+        if list(vectors.shape) != index["shape"] or vectors.dtype != np.float32 or not entry.intact(index, vectors):
             return None
-        return EmbeddingSet(vectors, index["paths"], index["skipped"], directory, cache_hit=True)
-    except (OSError, ValueError, KeyError, TypeError):
+        return EmbeddingSet(vectors, index["paths"], index["skipped"], entry.directory, cache_hit=True)
+    except (OSError, EOFError, ValueError, KeyError, TypeError):
         return None
 
 
@@ -390,11 +392,9 @@ def clip_embeddings(
     The model is loaded only on a cache miss, or taken from ``extractor`` (whose handle and backend then replace
     the arguments). Clips are decoded, padded/cropped to
     ``duration_s`` and embedded ``chunk_clips`` at a time, so memory stays bounded. A clip that cannot be read is
-    skipped and listed. ``cache_root=""`` disables the cache; None uses the project's cache root.
+    skipped and listed. ``cache_root=""`` disables the cache; None uses :func:`asd_jax.fileio.cache_root`. As for
+    the log-mel features, a damaged cache entry is rebuilt and one process builds an entry at a time.
     """
-    from asd_jax.data.audio import AudioError, load_audio
-    from asd_jax.data.features import default_cache_root
-
     if pooling not in POOLINGS:
         raise ValueError(f"pooling must be one of {POOLINGS}; got {pooling!r}")
     paths = [str(path) for path in paths]
@@ -403,12 +403,30 @@ def clip_embeddings(
     settings = {"model": model_fingerprint(handle), "backend": backend, "pooling": pooling,
                 "sample_rate": sample_rate, "duration_s": duration_s,
                 "pad_short": extractor.pad_short if extractor is not None else True}
-    key = embedding_cache_key(paths, settings)
-    directory = os.path.join(cache_root or default_cache_root(), "vggish", key) if cache_root != "" else None
-    if directory is not None and (cached := _load_cached(directory, key)) is not None:
-        return cached
 
-    extractor = extractor or VGGishExtractor(handle, backend, batch_size=batch_size, progress=progress)
+    def embed() -> EmbeddingSet:
+        model = extractor or VGGishExtractor(handle, backend, batch_size=batch_size, progress=progress)
+        return _embed_files(paths, model, pooling, sample_rate, duration_s, chunk_clips)
+
+    if cache_root == "":
+        return embed()
+    entry = fileio.CacheEntry.under(fileio.cache_root(cache_root), "vggish", embedding_cache_key(paths, settings))
+
+    def build() -> EmbeddingSet:
+        embedded = embed()
+        entry.clear()  # the index goes first: a half-written cache is never valid
+        with fileio.atomic_open(entry.file(_VECTORS_FILE), "wb") as handle:
+            np.save(handle, embedded.vectors)
+        entry.write_index({"shape": list(embedded.vectors.shape), "settings": settings, "paths": embedded.paths,
+                           "skipped": embedded.skipped, "checksum": fileio.sampled_checksum(embedded.vectors)})
+        return dataclasses.replace(embedded, cache_dir=entry.directory)
+
+    return entry.load_or_build(lambda: _load_cached(entry), build)
+
+
+def _embed_files(paths: list[str], extractor: VGGishExtractor, pooling: str, sample_rate: int,
+                 duration_s: float | None, chunk_clips: int) -> EmbeddingSet:
+    """Decode and embed ``paths`` ``chunk_clips`` at a time, skipping (and listing) the clips that cannot be read."""
     kept, skipped, vectors = [], [], []
     for start in range(0, len(paths), chunk_clips):
         waves = []
@@ -423,18 +441,4 @@ def clip_embeddings(
             vectors.append(clip_vectors(extractor.embed_clips(waves), pooling))
     width = vggish_model.EMBEDDING_SIZE * (2 if pooling == "mean_std" else 1)
     result = np.concatenate(vectors) if vectors else np.zeros((0, width), np.float32)
-    if directory is None:
-        return EmbeddingSet(result, kept, skipped)
-
-    os.makedirs(directory, exist_ok=True)
-    index_path = os.path.join(directory, _INDEX_FILE)
-    if os.path.exists(index_path):  # the index goes first: a half-written cache is never valid
-        os.remove(index_path)
-    with open(os.path.join(directory, _VECTORS_FILE + ".tmp"), "wb") as handle:
-        np.save(handle, result)
-    os.replace(os.path.join(directory, _VECTORS_FILE + ".tmp"), os.path.join(directory, _VECTORS_FILE))
-    index = {"key": key, "shape": list(result.shape), "settings": settings, "paths": kept, "skipped": skipped}
-    with open(index_path + ".tmp", "w") as handle:
-        json.dump(index, handle)
-    os.replace(index_path + ".tmp", index_path)
-    return EmbeddingSet(result, kept, skipped, directory, cache_hit=False)
+    return EmbeddingSet(result, kept, skipped)

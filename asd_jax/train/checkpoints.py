@@ -62,7 +62,7 @@ import numpy as np
 import orbax.checkpoint as ocp
 import tensorstore as ts
 
-from asd_jax import distributed
+from asd_jax import distributed, fileio
 
 log = logging.getLogger(__name__)
 
@@ -248,10 +248,7 @@ def _write_file_manifest(step_dir: str) -> None:
     finished by this module."""
     files = {name: [os.path.getsize(os.path.join(step_dir, name)), _file_crc32(os.path.join(step_dir, name))]
              for name in _step_files(step_dir)}
-    temporary = os.path.join(step_dir, _FILE_MANIFEST + ".tmp")
-    with open(temporary, "w") as handle:
-        json.dump({"files": files}, handle)
-    os.replace(temporary, os.path.join(step_dir, _FILE_MANIFEST))
+    fileio.atomic_write_json(os.path.join(step_dir, _FILE_MANIFEST), {"files": files})
 
 
 def _check_file_manifest(step_dir: str) -> None:

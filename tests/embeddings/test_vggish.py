@@ -223,6 +223,32 @@ def test_clip_vectors_are_cached(vggish_dir, flax_extractor, tmp_path, monkeypat
                           duration_s=2.0, progress=False)
 
 
+@pytest.mark.parametrize("damage", ["vectors", "truncated", "index"])
+def test_damaged_clip_vector_cache_is_detected_and_rebuilt(flax_extractor, tmp_path, damage):
+    paths = [str(tmp_path / f"clip_{i}.wav") for i in range(2)]
+    for index, path in enumerate(paths):
+        write_wav(path, seconds=1.0, seed=index)
+    cache_root = str(tmp_path / "cache")
+    embed = lambda: V.clip_embeddings(paths, cache_root=cache_root, duration_s=1.0, extractor=flax_extractor,
+                                      progress=False)
+    built = embed()
+    assert os.path.isfile(built.cache_dir + ".lock")  # built under the cache entry's lock, as the features
+    vectors_path = os.path.join(built.cache_dir, "vectors.npy")
+    if damage == "vectors":  # same size, other bytes: only the checksum tells
+        with open(vectors_path, "r+b") as handle:
+            handle.seek(os.path.getsize(vectors_path) - 4)
+            handle.write(np.float32(1e6).tobytes())
+    elif damage == "truncated":
+        os.truncate(vectors_path, os.path.getsize(vectors_path) - 100)
+    else:
+        with open(os.path.join(built.cache_dir, "index.json"), "w") as handle:
+            handle.write('{"key": ')
+    rebuilt = embed()
+    assert not rebuilt.cache_hit
+    np.testing.assert_array_equal(rebuilt.vectors, built.vectors)
+    assert embed().cache_hit
+
+
 def test_flax_matches_tf_on_real_clips(realdata, tf_extractor, flax_extractor):
     from asd_jax.data.audio import load_audio
 
