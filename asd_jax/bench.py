@@ -38,6 +38,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from asd_jax import distributed
 from asd_jax.data.loading import feature_config, split_list
 from asd_jax.evaluate.tables import aligned
 from asd_jax.hardware import cpu_name, device_name, published_peak
@@ -90,7 +91,7 @@ def run(config) -> dict:
 
 def bench_one(method_name: str, config, ensemble_size: int, features: jax.Array, member_map: str = "auto") -> dict:
     """Compile, warm up and time the training call of one registered method and ensemble size (``member_map``: how
-    the program maps over members, see ``ensemble.Layout``). Padded (masked) members are not counted."""
+    the program maps over members, see ``distributed.Layout``). Padded (masked) members are not counted."""
     method = registry.get(method_name)
     if method.kind != "ensemble":
         raise ValueError(f"no training-step benchmark for {method_name!r} (kind {method.kind!r}); the benchmark covers "
@@ -102,8 +103,9 @@ def bench_one(method_name: str, config, ensemble_size: int, features: jax.Array,
     members = [ensemble.Member.create(seed, learning_rate=float(section.train.learning_rate))
                for seed in range(config.seed, config.seed + ensemble_size)]
     states = ensemble.init_states(model, members, features.shape[-1], train.make_optimizer(len(features)))
-    layout = ensemble.plan_layout(ensemble_size, train.batch_size, member_map, cpu_member_map=model.cpu_member_map)
-    states, features = ensemble.place(states, features, layout)
+    layout = distributed.plan_layout(ensemble_size, train.batch_size, member_map,
+                                     cpu_member_map=model.cpu_member_map)
+    states, features = distributed.place(states, features, layout)
     labels = jnp.zeros(len(features), jnp.int32) if method.labels else None
     train_fn = ensemble.make_train_fn(model, train.batch_size, steps, layout)
     started = time.perf_counter()

@@ -1,10 +1,16 @@
-"""``--distributed``: one run over several processes (hosts), with JAX's own machinery.
+"""Where the ensemble's arrays live: the members over the devices (:class:`Layout`), and ``--distributed``, one run
+over several processes (hosts) with JAX's own machinery.
 
-Every process runs the same program (``launch.py ... --distributed``): it calls ``jax.distributed.initialize``
-(coordinator address, process count and id from the flags, or from the cluster's environment where JAX detects one:
-SLURM, Open MPI, TPU pods), reads the same clips and extracts the same features (same seeds, same split; a shared
-feature cache is built by one process while the others wait for it), and takes part in every compiled program: the
-member axis of :mod:`asd_jax.train.ensemble` spans ``jax.devices()``, every process's devices. Arrays that span
+Sharding: :func:`plan_layout` spreads the member axis of :mod:`asd_jax.train.ensemble`'s states over the devices
+(or, with fewer members than devices, each member's batch), padding it with masked members where the count does
+not divide; :func:`place` puts states and features there, :func:`unpad` and :func:`gathered` take the real members
+back. On one device all of it is the identity.
+
+Several processes: every process runs the same program (``launch.py ... --distributed``): it calls
+``jax.distributed.initialize`` (coordinator address, process count and id from the flags, or from the cluster's
+environment where JAX detects one: SLURM, Open MPI, TPU pods), reads the same clips and extracts the same features
+(same seeds, same split; a shared feature cache is built by one process while the others wait for it), and takes
+part in every compiled program: the member axis spans ``jax.devices()``, every process's devices. Arrays that span
 processes are built with ``jax.make_array_from_process_local_data`` from the copy every process holds; the few small
 values the host needs (losses, finite flags, scores) come back with ``multihost_utils.process_allgather``.
 
@@ -25,6 +31,7 @@ Everything here is the identity (or a no-op) in a single-process run, which neve
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import logging
 import os
 import sys
@@ -33,9 +40,18 @@ import zlib
 from typing import Any
 
 import jax
+import jax.numpy as jnp
 import numpy as np
+from jax.experimental import multihost_utils
+from jax.sharding import Mesh, NamedSharding, PartitionSpec
+
+from asd_jax.runlock import RunLock
 
 log = logging.getLogger(__name__)
+
+
+# ----------------------------------------------------------------------------------------------------------------------
+# The processes: start-up, which one writes, and arrays between the host and every process's devices.
 
 
 def initialize_args(coordinator_address: str | None = None, num_processes: int | None = None,
@@ -86,7 +102,6 @@ def to_host(tree: Any) -> Any:
     """The full values of a pytree of arrays as numpy arrays, on every process: ``np.asarray`` where this process
     holds the whole array (one process, or a replicated array), ``multihost_utils.process_allgather`` where the
     array is spread over processes (a collective: every process must call it). Meant for small values."""
-    from jax.experimental import multihost_utils
 
     def fetch(leaf):
         if isinstance(leaf, jax.Array) and not (leaf.is_fully_addressable or leaf.is_fully_replicated):
@@ -112,19 +127,124 @@ def to_global(tree: Any, sharding) -> Any:
 def like(tree: Any, reference: jax.Array) -> Any:
     """``tree`` (host or local arrays) replicated over the devices of ``reference`` when that spans processes (to
     pass next to it into a compiled program); else ``tree`` unchanged."""
-    from jax.sharding import NamedSharding, PartitionSpec
-
     sharding = getattr(reference, "sharding", None)
     if not isinstance(sharding, NamedSharding) or not sharding.mesh.is_multi_process:
         return tree
     return to_global(tree, NamedSharding(sharding.mesh, PartitionSpec()))
 
 
+# ----------------------------------------------------------------------------------------------------------------------
+# The members over the devices.
+
+
+@dataclasses.dataclass(frozen=True)
+class Layout:
+    """How the members of one program spread over the devices, and how a program maps over them. The devices are
+    this process's (``jax.local_devices()``), or every process's (``jax.devices()``) in a multi-process run, where
+    each process holds its devices' part of the sharded arrays.
+
+    * ``members`` >= devices: the member axis is sharded over all devices (``Mesh`` + ``NamedSharding`` on a
+      'members' axis, features replicated); when the count does not divide, the axis is padded with masked members
+      (copies of member 0 whose results are dropped) up to ``padded``, never falling back to one device.
+    * ``members`` < devices: members are replicated and every member's batch is split over the devices instead
+      ('batch' axis; XLA all-reduces the gradients), when the batch size divides; else padding as above.
+    * ``member_map``: ``vmap`` batches the members into each matmul; ``map`` runs them one after another inside
+      the program (``lax.map``), which on a CPU is faster than vmapping for the recurrent and convolutional
+      models (XLA CPU does not turn their batched matmuls into larger GEMMs); the dense AE's large matmuls vmap
+      well. ``auto`` takes the model's own choice on one CPU (``WindowModel.cpu_member_map`` of
+      :mod:`asd_jax.train.ensemble`), vmap elsewhere.
+    """
+
+    members: int
+    padded: int
+    mesh: Mesh | None = None  # None on one device
+    batch_axis: bool = False
+    member_map: str = "vmap"
+
+    @property
+    def member_sharding(self) -> NamedSharding | None:
+        if self.mesh is None:
+            return None
+        return NamedSharding(self.mesh, PartitionSpec() if self.batch_axis else PartitionSpec("members"))
+
+    @property
+    def replicated(self) -> NamedSharding | None:
+        return None if self.mesh is None else NamedSharding(self.mesh, PartitionSpec())
+
+    @property
+    def window_sharding(self) -> NamedSharding | None:
+        """The sharding of one member's window batch [B, L, mels] (split over 'batch'), or None."""
+        return NamedSharding(self.mesh, PartitionSpec("batch")) if self.batch_axis else None
+
+
+MEMBER_MAPS = ("auto", "vmap", "map")
+
+
+def plan_layout(num_members: int, batch_size: int, member_map: str = "auto", devices=None,
+                cpu_member_map: str = "map") -> Layout:
+    """The :class:`Layout` of ``num_members`` members with batches of ``batch_size`` on ``devices`` (default: all
+    local devices; every process's devices when there are several processes). ``member_map="auto"`` is
+    ``cpu_member_map`` on one CPU device (the model's faster way there) and ``vmap`` elsewhere."""
+    if member_map not in MEMBER_MAPS:
+        raise ValueError(f"member_map={member_map!r}: choose one of {', '.join(MEMBER_MAPS)}")
+    if devices is None:
+        devices = jax.devices() if jax.process_count() > 1 else jax.local_devices()
+    devices = list(devices)
+    if member_map == "auto":
+        on_one_cpu = devices[0].platform == "cpu" and len(devices) == 1
+        # one member: map (a loop of one, batch-free matmuls); vmap over one member made the dense AE 1.6x slower
+        member_map = ("map" if num_members == 1 else cpu_member_map) if on_one_cpu else "vmap"
+    if len(devices) < 2:
+        return Layout(num_members, num_members, member_map=member_map)
+    if num_members < len(devices) and batch_size % len(devices) == 0:
+        return Layout(num_members, num_members, Mesh(np.array(devices), ("batch",)), True, member_map)
+    padded = -(-num_members // len(devices)) * len(devices)
+    return Layout(num_members, padded, Mesh(np.array(devices), ("members",)), False, member_map)
+
+
+def place(states: Any, features: jax.Array, layout: Layout | None = None) -> tuple[Any, jax.Array]:
+    """Pad the member axis of ``states`` (a pytree whose every leaf leads with it) to ``layout.padded`` with masked
+    copies of member 0, spread it over the devices and replicate ``features`` (a no-op on one device). Over several
+    processes every process passes the same full ``states`` and ``features`` and each device gets its part
+    (:func:`to_global`)."""
+    num_members = int(jax.tree.leaves(states)[0].shape[0])
+    layout = layout or plan_layout(num_members, 1, "vmap")
+    extra = layout.padded - num_members
+    if extra:
+        states = jax.tree.map(lambda x: jnp.concatenate([x, jnp.repeat(x[:1], extra, axis=0)]), states)
+    if layout.mesh is None:
+        return states, features
+    if layout.mesh.is_multi_process:
+        return to_global(states, layout.member_sharding), to_global(features, layout.replicated)
+    return jax.device_put(states, layout.member_sharding), jax.device_put(features, layout.replicated)
+
+
+def unpad(tree: Any, layout: Layout) -> Any:
+    """The real members of a padded member-axis pytree (states, or losses [steps, E] via ``axis``)."""
+    if layout.padded == layout.members:
+        return tree
+    return jax.tree.map(lambda x: x[: layout.members], tree)
+
+
+def gathered(states: Any, layout: Layout, keep_shards: bool = False) -> Any:
+    """The real members' states (:func:`unpad`). Over several processes they are also replicated on every device,
+    so that each process holds them whole (for the host and for scoring), unless ``keep_shards`` and no member was
+    padded: then they stay spread over the processes as they are (for a checkpoint: Orbax writes each process's
+    shards)."""
+    if layout.mesh is None or not layout.mesh.is_multi_process:
+        return unpad(states, layout)
+    if keep_shards and layout.padded == layout.members:
+        return states
+    return jax.jit(lambda tree: unpad(tree, layout), out_shardings=layout.replicated)(states)
+
+
+# ----------------------------------------------------------------------------------------------------------------------
+# Several processes: barriers, checks, the run lock and failing together.
+
+
 def barrier(name: str) -> None:
     """Wait until every process got here (``multihost_utils.sync_global_devices``); a no-op on one process."""
     if multiprocess():
-        from jax.experimental import multihost_utils
-
         multihost_utils.sync_global_devices(name)
 
 
@@ -133,8 +253,6 @@ def check_same(text: str, what: str) -> None:
     processes that ran different programs would wait for each other's collectives for ever)."""
     if not multiprocess():
         return
-    from jax.experimental import multihost_utils
-
     checksums = multihost_utils.process_allgather(np.asarray(zlib.crc32(text.encode()), np.uint32)).tolist()
     if len(set(checksums)) > 1:
         differ = [index for index, value in enumerate(checksums) if value != checksums[0]]
@@ -146,8 +264,6 @@ def all_agree(flag: bool) -> bool:
     """Whether ``flag`` is true on every process (a collective on several processes; ``flag`` on one)."""
     if not multiprocess():
         return bool(flag)
-    from jax.experimental import multihost_utils
-
     return bool(np.all(multihost_utils.process_allgather(np.asarray(bool(flag), np.int32))))
 
 
@@ -155,8 +271,6 @@ def all_agree(flag: bool) -> bool:
 def primary_lock(directory: str):
     """The run lock of ``directory`` (:class:`asd_jax.runlock.RunLock`), taken by process 0 only; every process
     waits until it holds it, so no process works on a directory another run holds."""
-    from asd_jax.runlock import RunLock
-
     with RunLock(directory) if is_primary() else contextlib.nullcontext():
         barrier("asd_jax: run directory locked")
         yield

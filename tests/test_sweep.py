@@ -1,7 +1,6 @@
 """Sweeps: points -> members -> groups (one compiled program each) -> settings; sweep.json recomputed from the
 groups' scores.csv; resume after a stop and after SIGKILL; settings that nothing reads are refused."""
 
-import copy
 import csv
 import json
 import logging
@@ -19,7 +18,7 @@ from sklearn.metrics import roc_auc_score
 
 from asd_jax import experiment, sweep
 from asd_jax.config import get_config
-from tests.conftest import compile_cache_env, tiny_config
+from tests.conftest import compile_cache_env
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 SMOKE = os.path.join(REPO, "experiments", "sweeps", "smoke.py")

@@ -25,6 +25,7 @@ import numpy as np
 
 from asd_jax import distributed
 from asd_jax.data import dcase
+from asd_jax.methods import inference
 from asd_jax.methods.base import Scores
 from asd_jax.methods.knn import KNNBackend, units_of
 from asd_jax.methods.sequence import SequenceDetector
@@ -125,8 +126,8 @@ class ClassifierDetector(SequenceDetector):
 
     def _fit_knn(self, features, units: Sequence[str]) -> None:
         """The kNN backend of every member from the training clips' embeddings (saved for --mode=score)."""
-        embeddings = ensemble.score_clips(self.embed_fn, self.states, features, progress=self.config.progress,
-                                          description="training embeddings")  # [E, N, D]
+        embeddings = inference.score_clips(self.embed_fn, self.states, features, progress=self.config.progress,
+                                           description="training embeddings")  # [E, N, D]
         self.knn = [KNNBackend(int(self.section.knn_k)).fit(e, units) for e in embeddings]
         if distributed.is_primary():
             np.savez(self.run.file(RunDir.KNN_EMBEDDINGS), embeddings=embeddings, units=np.asarray(units),
@@ -136,8 +137,8 @@ class ClassifierDetector(SequenceDetector):
         if self.section.backend == "neg_log_prob":
             return super().score(paths, description)
         extracted = self._extract(paths, description)
-        embeddings = ensemble.score_clips(self.embed_fn, self.states, extracted.features, self.normalizer,
-                                          progress=self.config.progress, description=description)
+        embeddings = inference.score_clips(self.embed_fn, self.states, extracted.features, self.normalizer,
+                                           progress=self.config.progress, description=description)
         units = units_of(extracted.paths)
         values = np.stack([knn.score(e, units) for knn, e in zip(self.knn, embeddings)]) if units else \
             np.zeros((len(self.members), 0))

@@ -11,6 +11,7 @@ import numpy as np
 from asd_jax.data.dcase import Clip
 from asd_jax.data.features import Normalizer, extract_features
 from asd_jax.data.loading import feature_config
+from asd_jax.methods import inference
 from asd_jax.methods.base import Detector, Scores
 from asd_jax.rundir import RunDir
 from asd_jax.train import ensemble
@@ -49,7 +50,7 @@ class SequenceDetector(Detector):
     @property
     def score_fn(self):
         if self._score_fn is None:
-            self._score_fn = ensemble.make_score_fn(self.model, self.section.score_hop, self.features.num_frames)
+            self._score_fn = inference.make_score_fn(self.model, self.section.score_hop, self.features.num_frames)
         return self._score_fn
 
     def _extract(self, paths: list[str], description: str):
@@ -86,8 +87,8 @@ class SequenceDetector(Detector):
             if len(held_out.paths):
                 held_out_features = _normalise_on_device(held_out.features, self.normalizer)
                 held_out_labels = self.score_labels(held_out.paths)
-                validate = lambda states: ensemble.score_clips(self.score_fn, states, held_out_features,
-                                                               labels=held_out_labels).mean(axis=1)
+                validate = lambda states: inference.score_clips(self.score_fn, states, held_out_features,
+                                                                labels=held_out_labels).mean(axis=1)
         result = ensemble.train_ensemble(
             self.model, self.members, device_features, self.train_config, self.run, self.config.progress,
             stop_after_epoch, labels=None if labels is None else jax.device_put(labels), validate=validate)
@@ -101,9 +102,9 @@ class SequenceDetector(Detector):
 
     def score(self, paths: list[str], description: str = "scoring") -> Scores:
         extracted = self._extract(paths, description)
-        values = ensemble.score_clips(self.score_fn, self.states, extracted.features, self.normalizer,
-                                      labels=self.score_labels(extracted.paths), progress=self.config.progress,
-                                      description=description)
+        values = inference.score_clips(self.score_fn, self.states, extracted.features, self.normalizer,
+                                       labels=self.score_labels(extracted.paths), progress=self.config.progress,
+                                       description=description)
         return Scores(values, extracted.paths, extracted.skipped)
 
     def load_extras(self) -> None:
@@ -115,8 +116,8 @@ class SequenceDetector(Detector):
         detector.load_extras()
         detector.normalizer = Normalizer.load(run.file(RunDir.NORMALIZER))
         optimizer = detector.train_config.make_optimizer(1)  # the structure only: the values are in the checkpoint
-        detector.states = ensemble.restore_states(run, detector.model, detector.members, detector.features.n_mels,
-                                                  optimizer)
+        detector.states = inference.restore_states(run, detector.model, detector.members, detector.features.n_mels,
+                                                   optimizer)
         return detector
 
 

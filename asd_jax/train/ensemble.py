@@ -1,4 +1,4 @@
-"""Train E ensemble members in one compiled program.
+"""Train E ensemble members in one compiled program: the members' training state, the step and the loop.
 
 Every parameter and optimiser leaf carries a leading member axis. One training step is ``jax.vmap`` of a member's
 step; ``lax.scan`` runs ``steps_per_call`` of them per dispatch. The normalised training features live on the device
@@ -8,6 +8,9 @@ exactly the windows the uninterrupted run would have drawn.
 
 A member whose loss or gradients stop being finite is frozen (its last finite parameters are kept) and reported;
 the others train on.
+
+How the members spread over the devices (and processes) is :class:`asd_jax.distributed.Layout`; scoring clips with
+trained states, and restoring them from a run, is :mod:`asd_jax.methods.inference`.
 """
 
 from __future__ import annotations
@@ -15,7 +18,6 @@ from __future__ import annotations
 import dataclasses
 import logging
 import math
-import os
 import time
 from collections.abc import Callable, Sequence
 from typing import Any
@@ -30,7 +32,7 @@ from asd_jax import distributed
 from asd_jax.progress import bar as progress_bar
 from asd_jax.progress import resolve_mode as progress_mode
 from asd_jax.progress import write as write_line
-from asd_jax.rundir import RunDir
+from asd_jax.rundir import CurveWriter, RunDir
 from asd_jax.train import optim
 from asd_jax.train.checkpoints import Checkpoints
 
@@ -51,7 +53,7 @@ class WindowModel:
     window_length: int
     init: Callable[[jax.Array, int], dict]
     errors: Callable[[dict, dict, bool], tuple[jax.Array, Any]]
-    cpu_member_map: str = "map"  # what member_map="auto" means on one CPU device (see Layout)
+    cpu_member_map: str = "map"  # what member_map="auto" means on one CPU device (see distributed.Layout)
 
 
 class MemberState(struct.PyTreeNode):
@@ -113,113 +115,6 @@ def init_states(model: WindowModel, members: Sequence[Member], mels: int,
     return jax.jit(jax.vmap(init_one))(seeds, hparams)
 
 
-@dataclasses.dataclass(frozen=True)
-class Layout:
-    """How the members of one program spread over the devices, and how a program maps over them. The devices are
-    this process's (``jax.local_devices()``), or every process's (``jax.devices()``) in a multi-process run
-    (:mod:`asd_jax.distributed`), where each process holds its devices' part of the sharded arrays.
-
-    * ``members`` >= devices: the member axis is sharded over all devices (``Mesh`` + ``NamedSharding`` on a
-      'members' axis, features replicated); when the count does not divide, the axis is padded with masked members
-      (copies of member 0 whose results are dropped) up to ``padded``, never falling back to one device.
-    * ``members`` < devices: members are replicated and every member's batch is split over the devices instead
-      ('batch' axis; XLA all-reduces the gradients), when the batch size divides; else padding as above.
-    * ``member_map``: ``vmap`` batches the members into each matmul; ``map`` runs them one after another inside
-      the program (``lax.map``), which on a CPU is faster than vmapping for the recurrent and convolutional
-      models (XLA CPU does not turn their batched matmuls into larger GEMMs); the dense AE's large matmuls vmap
-      well. ``auto`` takes the model's own choice on one CPU (``WindowModel.cpu_member_map``), vmap elsewhere.
-    """
-
-    members: int
-    padded: int
-    mesh: Any = None  # jax.sharding.Mesh, or None on one device
-    batch_axis: bool = False
-    member_map: str = "vmap"
-
-    @property
-    def member_sharding(self):
-        from jax.sharding import NamedSharding, PartitionSpec
-
-        if self.mesh is None:
-            return None
-        return NamedSharding(self.mesh, PartitionSpec() if self.batch_axis else PartitionSpec("members"))
-
-    @property
-    def replicated(self):
-        from jax.sharding import NamedSharding, PartitionSpec
-
-        return None if self.mesh is None else NamedSharding(self.mesh, PartitionSpec())
-
-    @property
-    def window_sharding(self):
-        """The sharding of one member's window batch [B, L, mels] (split over 'batch'), or None."""
-        from jax.sharding import NamedSharding, PartitionSpec
-
-        return NamedSharding(self.mesh, PartitionSpec("batch")) if self.batch_axis else None
-
-
-MEMBER_MAPS = ("auto", "vmap", "map")
-
-
-def plan_layout(num_members: int, batch_size: int, member_map: str = "auto", devices=None,
-                cpu_member_map: str = "map") -> Layout:
-    """The :class:`Layout` of ``num_members`` members with batches of ``batch_size`` on ``devices`` (default: all
-    local devices; every process's devices when there are several processes). ``member_map="auto"`` is
-    ``cpu_member_map`` on one CPU device (the model's faster way there, :class:`WindowModel`) and ``vmap``
-    elsewhere."""
-    from jax.sharding import Mesh
-
-    if member_map not in MEMBER_MAPS:
-        raise ValueError(f"member_map={member_map!r}: choose one of {', '.join(MEMBER_MAPS)}")
-    if devices is None:
-        devices = jax.devices() if jax.process_count() > 1 else jax.local_devices()
-    devices = list(devices)
-    if member_map == "auto":
-        on_one_cpu = devices[0].platform == "cpu" and len(devices) == 1
-        # one member: map (a loop of one, batch-free matmuls); vmap over one member made the dense AE 1.6x slower
-        member_map = ("map" if num_members == 1 else cpu_member_map) if on_one_cpu else "vmap"
-    if len(devices) < 2:
-        return Layout(num_members, num_members, member_map=member_map)
-    if num_members < len(devices) and batch_size % len(devices) == 0:
-        return Layout(num_members, num_members, Mesh(np.array(devices), ("batch",)), True, member_map)
-    padded = -(-num_members // len(devices)) * len(devices)
-    return Layout(num_members, padded, Mesh(np.array(devices), ("members",)), False, member_map)
-
-
-def place(states: MemberState, features: jax.Array, layout: Layout | None = None) -> tuple[MemberState, jax.Array]:
-    """Pad the member axis of ``states`` to ``layout.padded`` with masked copies of member 0, spread it over the
-    devices and replicate ``features`` (a no-op on one device). Over several processes every process passes the
-    same full ``states`` and ``features`` and each device gets its part (:func:`asd_jax.distributed.to_global`)."""
-    layout = layout or plan_layout(int(states.step.shape[0]), 1, "vmap")
-    extra = layout.padded - int(states.step.shape[0])
-    if extra:
-        states = jax.tree.map(lambda x: jnp.concatenate([x, jnp.repeat(x[:1], extra, axis=0)]), states)
-    if layout.mesh is None:
-        return states, features
-    if layout.mesh.is_multi_process:
-        return distributed.to_global(states, layout.member_sharding), distributed.to_global(features, layout.replicated)
-    return jax.device_put(states, layout.member_sharding), jax.device_put(features, layout.replicated)
-
-
-def unpad(tree, layout: Layout):
-    """The real members of a padded member-axis pytree (states, or losses [steps, E] via ``axis``)."""
-    if layout.padded == layout.members:
-        return tree
-    return jax.tree.map(lambda x: x[: layout.members], tree)
-
-
-def gathered(states: MemberState, layout: Layout, keep_shards: bool = False) -> MemberState:
-    """The real members' states (:func:`unpad`). Over several processes they are also replicated on every device,
-    so that each process holds them whole (for the host and for scoring), unless ``keep_shards`` and no member was
-    padded: then they stay spread over the processes as they are (for a checkpoint: Orbax writes each process's
-    shards)."""
-    if layout.mesh is None or not layout.mesh.is_multi_process:
-        return unpad(states, layout)
-    if keep_shards and layout.padded == layout.members:
-        return states
-    return jax.jit(lambda tree: unpad(tree, layout), out_shardings=layout.replicated)(states)
-
-
 def sample_windows(key: jax.Array, features: jax.Array, batch_size: int, window_length: int,
                    labels: jax.Array | None = None) -> dict:
     """A batch of random windows gathered on the device from features [N, T, mels]:
@@ -248,11 +143,12 @@ def member_variables(state: MemberState) -> dict:
     return variables
 
 
-def make_train_fn(model: WindowModel, batch_size: int, steps_per_call: int, layout: Layout | None = None):
+def make_train_fn(model: WindowModel, batch_size: int, steps_per_call: int,
+                  layout: distributed.Layout | None = None):
     """``train(states, features, labels) -> (states, losses [steps_per_call, E])``: jitted, mapped over the members
     (``layout.member_map``), scanned over steps. ``labels`` is None for data without clip labels. The optimiser is
     the one the states carry."""
-    layout = layout or Layout(0, 0)
+    layout = layout or distributed.Layout(0, 0)
 
     def member_step(state: MemberState, features: jax.Array, labels):
         batch = sample_windows(jax.random.fold_in(state.data_key, state.step), features, batch_size,
@@ -286,49 +182,6 @@ def make_train_fn(model: WindowModel, batch_size: int, steps_per_call: int, layo
     return jax.jit(train_steps, donate_argnums=0)
 
 
-def make_score_fn(model: WindowModel, hop: int, num_frames: int):
-    """``score(states, clips [n, T, mels], labels [n] or None) -> [E, n]``: each clip's mean window error, for
-    every member."""
-    length = model.window_length
-    starts = jnp.arange(0, num_frames - length + 1, hop)
-    offsets = jnp.arange(length)
-
-    def member_scores(state: MemberState, clips: jax.Array, labels):
-        windows = clips[:, starts[:, None] + offsets]  # [n, S, length, mels]
-        batch = {"windows": windows.reshape(-1, length, clips.shape[-1])}
-        if labels is not None:
-            batch["labels"] = jnp.repeat(labels, len(starts))
-        errors, _ = model.errors(member_variables(state), batch, False)
-        return errors.reshape(clips.shape[0], -1).mean(axis=1)
-
-    return jax.jit(jax.vmap(member_scores, in_axes=(0, None, None)))
-
-
-def score_clips(score_fn, states: MemberState, features, normalizer=None, labels: np.ndarray | None = None,
-                chunk: int = 8, progress: bool = False, description: str = "scoring") -> np.ndarray:
-    """Scores [E, N] of features [N, T, mels] (host arrays, normalised here with ``normalizer`` one chunk at a time,
-    or already normalised device arrays with ``normalizer=None``). Chunks are padded to ``chunk`` clips so one
-    compiled program scores them all. States spread over several processes score every chunk together (each process
-    passes the same chunk) and every process gets all the scores."""
-    num_clips = len(features)
-    outputs = []
-    for start in progress_bar(range(0, num_clips, chunk), desc=description, unit="chunk", enabled=progress):
-        block = features[start:start + chunk]
-        block = normalizer(np.asarray(block)) if normalizer is not None else block
-        count = len(block)
-        if count < chunk:
-            block = jnp.concatenate([jnp.asarray(block), jnp.zeros((chunk - count, *block.shape[1:]), block.dtype)])
-        block_labels = None
-        if labels is not None:
-            block_labels = np.zeros(chunk, np.int32)
-            block_labels[:count] = labels[start:start + count]
-        inputs = distributed.like((jnp.asarray(block), block_labels), states.step)
-        outputs.append(distributed.to_host(score_fn(states, *inputs))[:, :count])
-    if not outputs:
-        return np.zeros((jax.tree.leaves(states.step)[0].shape[0], 0), np.float32)
-    return np.concatenate(outputs, axis=1)
-
-
 @dataclasses.dataclass
 class TrainConfig:
     """The epoch schedule and the optimiser's static structure of one group of members."""
@@ -341,7 +194,7 @@ class TrainConfig:
     validate_every_epochs: int = 1
     optimizer: str = "adam"
     schedule: str = "constant"
-    member_map: str = "auto"  # see Layout
+    member_map: str = "auto"  # see distributed.Layout
 
     @classmethod
     def from_section(cls, train) -> "TrainConfig":
@@ -398,7 +251,8 @@ def train_ensemble(
     steps_per_call, steps_per_epoch = config.schedule_steps(num_clips)
     optimizer = config.make_optimizer(num_clips)
     states = init_states(model, members, mels, optimizer)
-    layout = plan_layout(len(members), config.batch_size, config.member_map, cpu_member_map=model.cpu_member_map)
+    layout = distributed.plan_layout(len(members), config.batch_size, config.member_map,
+                                     cpu_member_map=model.cpu_member_map)
     several = layout.mesh is not None and layout.mesh.is_multi_process
     primary = distributed.is_primary()
     if several:  # restored straight onto every process's devices; labels replicated as the features
@@ -420,7 +274,7 @@ def train_ensemble(
         distributed.barrier("asd_jax: training curve read")
         if not primary:
             history = [record for record in run.read_curve() if record["epoch"] <= first_epoch]
-    states, features = place(states, features, layout)
+    states, features = distributed.place(states, features, layout)
     train_fn = make_train_fn(model, config.batch_size, steps_per_call, layout)
     calls = steps_per_epoch // steps_per_call
     real = len(members)  # padded (masked) members, if any, come after the real ones and are dropped
@@ -466,14 +320,14 @@ def train_ensemble(
                 writer.write(record)
             if epoch % config.checkpoint_every_epochs == 0 or epoch == config.epochs:
                 # the real members only: any device (or process) count resumes
-                checkpoints.save(epoch, gathered(states, layout, keep_shards=True))
+                checkpoints.save(epoch, distributed.gathered(states, layout, keep_shards=True))
         if stop_after_epoch is not None and epoch >= stop_after_epoch:
             break
     if checkpoints is not None:
         checkpoints.close()
     if writer is not None:
         writer.close()
-    return TrainResult(gathered(states, layout), history, train_fn._cache_size(), diverged_members(history))
+    return TrainResult(distributed.gathered(states, layout), history, train_fn._cache_size(), diverged_members(history))
 
 
 DIVERGENCE_FACTOR = 10.0
@@ -518,43 +372,3 @@ def _describe(values: Sequence[float], finite: np.ndarray) -> str:
     alive = values[finite]
     text = f"mean {np.mean(alive):.5f} (min {np.min(alive):.5f}, max {np.max(alive):.5f})" if len(alive) else "n/a"
     return text + (f", {int((~finite).sum())} member(s) frozen" if (~finite).any() else "")
-
-
-class CurveWriter:
-    """TensorBoard event files of the curve, one folder per member under ``directory`` (so ``tensorboard --logdir``
-    compares members): ``train/loss`` and ``validation/error`` per epoch. Written with tensorboardX; a resumed run
-    purges the events after its checkpoint, as the JSON-lines curve drops them."""
-
-    def __init__(self, directory: str, member_names: Sequence[str], resumed_epoch: int = 0):
-        from tensorboardX import SummaryWriter
-
-        self.writers = [SummaryWriter(os.path.join(directory, name), purge_step=resumed_epoch + 1)
-                        for name in member_names]
-
-    def write(self, record: dict) -> None:
-        for index, writer in enumerate(self.writers):
-            writer.add_scalar("train/loss", record["loss"][index], record["epoch"])
-            if "validation_error" in record:
-                writer.add_scalar("validation/error", record["validation_error"][index], record["epoch"])
-            writer.flush()
-
-    def close(self) -> None:
-        for writer in self.writers:
-            writer.close()
-
-
-def restore_states(run: RunDir, model: WindowModel, members: Sequence[Member], mels: int,
-                   optimizer: optim.Optimizer = optim.Optimizer()) -> MemberState:
-    """The newest intact checkpointed states of a run, for scoring new clips (a damaged newer checkpoint is skipped
-    with a warning, as in training)."""
-    if not run.has_checkpoints:
-        raise FileNotFoundError(f"no checkpoint in {run.checkpoints_dir}: train a run there first "
-                                f"(python launch.py --method={model.name} --workdir={run})")
-    with Checkpoints(run.checkpoints_dir, read_only=True) as checkpoints:
-        step, states = checkpoints.restore_latest(init_states(model, members, mels, optimizer))
-    if step is None:
-        raise FileNotFoundError(f"no finished checkpoint in {run.checkpoints_dir}: finish the run first "
-                                f"(run the same command again, it resumes)")
-    layout = plan_layout(len(members), 1, "vmap")
-    return place(states, jnp.zeros(()), layout)[0] if layout.padded == len(members) and not layout.batch_axis \
-        else states

@@ -3,7 +3,6 @@ import os
 import pytest
 
 from asd_jax.data import dcase
-from tests.conftest import write_wav
 
 
 def _touch(root, *names):

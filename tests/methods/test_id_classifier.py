@@ -2,7 +2,6 @@
 
 import json
 import os
-import shutil
 
 import numpy as np
 import pytest
@@ -58,7 +57,7 @@ def test_id_classifier_trains_two_seeds_in_one_program_and_scores_new_clips(back
 
 
 def test_id_classifier_knn_score_is_the_brute_force_nearest_training_embedding(tiny_dataset, tmp_path):
-    from asd_jax.methods import registry
+    from asd_jax.methods import inference, registry
     from asd_jax.rundir import RunDir
     from asd_jax.train import ensemble
 
@@ -70,7 +69,7 @@ def test_id_classifier_knn_score_is_the_brute_force_nearest_training_embedding(t
     test_dir = os.path.join(tiny_dataset, "slider", "test")
     paths = [os.path.join(test_dir, name) for name in sorted(os.listdir(test_dir))]
     extracted = detector._extract(paths, "test")
-    embeddings = ensemble.score_clips(detector.embed_fn, detector.states, extracted.features, detector.normalizer)
+    embeddings = inference.score_clips(detector.embed_fn, detector.states, extracted.features, detector.normalizer)
     units = [os.path.basename(p).split("_")[2] for p in extracted.paths]  # normal_id_XX_... / anomaly_id_XX_...
     expected = brute_force_scores(saved["embeddings"][0], saved["units"], embeddings[0], units, 1)
     np.testing.assert_allclose(detector.score(paths).values[0], expected, rtol=1e-4, atol=1e-6)

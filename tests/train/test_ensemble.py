@@ -11,8 +11,9 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
+from asd_jax import distributed
 from asd_jax.config import get_config
-from asd_jax.methods import registry
+from asd_jax.methods import inference, registry
 from asd_jax.rundir import RunDir
 from asd_jax.train import ensemble
 from asd_jax.train.ensemble import TrainConfig
@@ -77,9 +78,15 @@ def test_vmapped_members_equal_separate_single_member_runs(method, features):
     states, history = train(model, members, features, config)
     assert [r["epoch"] for r in history] == [1, 2]
     assert np.asarray(states.step).tolist() == [8, 8, 8]
+    score_fn = inference.make_score_fn(model, 1, NUM_FRAMES)
     for index, one in enumerate(members):
         single, single_history = train(model, [one], features, config)
-        assert_trees(member(states, index), member(single, 0))
+        if method == "lstm":
+            assert_trees(member(states, index), member(single, 0))
+        else:  # the dense AE through its scores, as in the next test: a Dense bias right before BatchNorm has no
+            # true gradient, so Adam steps it by the sign of float rounding noise, which differs between programs
+            np.testing.assert_allclose(inference.score_clips(score_fn, states, features)[index],
+                                       inference.score_clips(score_fn, single, features)[0], rtol=1e-3)
         for record, single_record in zip(history, single_history):
             np.testing.assert_allclose(record["loss"][index], single_record["loss"][0], rtol=1e-4, atol=1e-5)
     # different seeds give different initialisations and different window draws
@@ -97,13 +104,13 @@ def test_mapping_members_in_sequence_equals_vmapping_them(method, features):
     members = [Member(0, 1e-3), Member(1, 3e-3)]
     mapped, _ = train(model, members, features, dataclasses.replace(CONFIG, member_map="map"))
     vmapped, _ = train(model, members, features, dataclasses.replace(CONFIG, member_map="vmap"))
-    score_fn = ensemble.make_score_fn(model, 1, NUM_FRAMES)
-    np.testing.assert_allclose(ensemble.score_clips(score_fn, mapped, features),
-                               ensemble.score_clips(score_fn, vmapped, features), rtol=1e-3)
+    score_fn = inference.make_score_fn(model, 1, NUM_FRAMES)
+    np.testing.assert_allclose(inference.score_clips(score_fn, mapped, features),
+                               inference.score_clips(score_fn, vmapped, features), rtol=1e-3)
     if method == "lstm":
         assert_trees(mapped, vmapped)
     with pytest.raises(ValueError, match="member_map"):
-        ensemble.plan_layout(2, 8, "pmap")
+        distributed.plan_layout(2, 8, "pmap")
 
 
 def test_member_values_default_and_refuse_unknown_names():
@@ -189,11 +196,11 @@ def test_score_clips_is_each_clips_mean_window_error(features):
     model = tiny_model()
     states = ensemble.init_states(model, [Member(0, 1e-3), Member(1, 1e-3)], MELS)
     hop = 2
-    score_fn = ensemble.make_score_fn(model, hop, NUM_FRAMES)
+    score_fn = inference.make_score_fn(model, hop, NUM_FRAMES)
     host = np.asarray(features) * 3.0 + 1.0
     normalizer = lambda x: (x - 1.0) / 3.0
-    scores = ensemble.score_clips(score_fn, states, host, normalizer, chunk=2)  # 5 clips: the last chunk is padded
-    on_device = ensemble.score_clips(score_fn, states, features, chunk=2)  # already normalised, on the device
+    scores = inference.score_clips(score_fn, states, host, normalizer, chunk=2)  # 5 clips: the last chunk is padded
+    on_device = inference.score_clips(score_fn, states, features, chunk=2)  # already normalised, on the device
     np.testing.assert_allclose(on_device, scores, rtol=1e-5)
     assert scores.shape == (2, NUM_CLIPS)
     starts = range(0, NUM_FRAMES - model.window_length + 1, hop)
@@ -243,14 +250,14 @@ def test_resume_from_a_checkpoint_ends_bitwise_equal_to_an_uninterrupted_run(tmp
     assert_trees(again, reference, exact=True)
     assert len(again_history) == 4 and len(_curve(workdir)) == 4
     optimizer = config.make_optimizer(NUM_CLIPS)
-    assert_trees(ensemble.restore_states(RunDir(workdir), model, members, MELS, optimizer), reference, exact=True)
+    assert_trees(inference.restore_states(RunDir(workdir), model, members, MELS, optimizer), reference, exact=True)
     # TensorBoard events: one folder per member, written by tensorboardX
     assert sorted(os.listdir(os.path.join(workdir, "tensorboard"))) == sorted(m.name for m in members)
 
 
 def test_restore_states_without_a_checkpoint_names_the_folder(tmp_path):
     with pytest.raises(FileNotFoundError, match="no checkpoint"):
-        ensemble.restore_states(RunDir(str(tmp_path)), tiny_model(), [Member(0, 1e-3)], MELS)
+        inference.restore_states(RunDir(str(tmp_path)), tiny_model(), [Member(0, 1e-3)], MELS)
 
 
 # ----------------------------------------------------------------------------------------------------------------------
@@ -279,12 +286,12 @@ def test_auto_member_map_is_the_models_choice_on_one_cpu_and_vmap_elsewhere():
     from types import SimpleNamespace
 
     cpu = jax.devices("cpu")[:1]
-    assert ensemble.plan_layout(8, 64, "auto", cpu).member_map == "map"
-    assert ensemble.plan_layout(8, 64, "auto", cpu, cpu_member_map="vmap").member_map == "vmap"
-    assert ensemble.plan_layout(8, 64, "map", cpu, cpu_member_map="vmap").member_map == "map"  # asked for: kept
-    assert ensemble.plan_layout(1, 64, "auto", cpu, cpu_member_map="vmap").member_map == "map"  # one member
+    assert distributed.plan_layout(8, 64, "auto", cpu).member_map == "map"
+    assert distributed.plan_layout(8, 64, "auto", cpu, cpu_member_map="vmap").member_map == "vmap"
+    assert distributed.plan_layout(8, 64, "map", cpu, cpu_member_map="vmap").member_map == "map"  # asked for: kept
+    assert distributed.plan_layout(1, 64, "auto", cpu, cpu_member_map="vmap").member_map == "map"  # one member
     gpu = [SimpleNamespace(platform="gpu")]
-    assert ensemble.plan_layout(8, 64, "auto", gpu, cpu_member_map="map").member_map == "vmap"
+    assert distributed.plan_layout(8, 64, "auto", gpu, cpu_member_map="map").member_map == "vmap"
     config = get_config()
     assert registry.get("dense_ae").window_model(config).cpu_member_map == "vmap"
     assert {registry.get(m).window_model(config).cpu_member_map for m in ("lstm", "gru_ae", "id_classifier")} == {"map"}

@@ -14,6 +14,7 @@ import json, sys
 import jax, jax.numpy as jnp, numpy as np
 from asd_jax.config import get_config
 from asd_jax.methods import registry
+from asd_jax import distributed
 from asd_jax.train import ensemble
 members = int(sys.argv[2])
 config = get_config()
@@ -23,7 +24,7 @@ model = registry.get("lstm").window_model(config)
 train = ensemble.TrainConfig(epochs=2, batch_size=8, windows_per_clip=4, steps_per_call=2, member_map="vmap")
 result = ensemble.train_ensemble(model, [ensemble.Member.create(seed) for seed in range(members)], features, train,
                                  None, progress=False)
-layout = ensemble.plan_layout(members, 8, "vmap")
+layout = distributed.plan_layout(members, 8, "vmap")
 leaf = result.states.params["lstm_1"]["w_hidden"]
 print(json.dumps({"devices": jax.device_count(), "padded": layout.padded, "batch_axis": layout.batch_axis,
                   "spread": len(leaf.sharding.device_set), "losses": [r["loss"] for r in result.history]}))
