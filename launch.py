@@ -20,7 +20,7 @@ from absl import app, flags
 from absl import logging as absl_logging
 from ml_collections import config_flags
 
-from asd_jax import bench, bench_sweep, distributed, pipeline, scoring, sweep
+from asd_jax import bench, bench_sweep, distributed, pipeline, scoring, sweep, workdir
 from asd_jax import config as config_lib
 from asd_jax.data import loading
 from asd_jax.data.audio import AudioError
@@ -145,7 +145,7 @@ def run(config, files: list[str] | None = None, axes: dict | None = None):
     if config.mode == "synth":
         return loading.synthesize(config)
     if config.mode == "score":
-        return scoring.score_files(pipeline.resolve_workdir(config), files or [], config.output, config.progress)
+        return scoring.score_files(workdir.default_workdir(config), files or [], config.output, config.progress)
     if config.mode == "benchmark":
         return bench_sweep.run(config) if config.sweep else bench.run(config)
     raise ValueError(f"unknown --mode={config.mode!r}; choose one of {', '.join(config_lib.MODES)}")

@@ -28,16 +28,12 @@ import time
 
 import jax
 
-from asd_jax import experiment, pipeline, sweep
+from asd_jax import experiment, pipeline, sweep, workdir
 from asd_jax.data import loading
 from asd_jax.bench import load_average, machine_facts
 from asd_jax.rundir import RunDir
 
 TOGETHER, SEPARATE = "together", "separate"
-
-
-def resolve_dir(config) -> str:
-    return config.workdir or os.path.join("runs", f"bench_sweep_{sweep.sweep_name(config.sweep)}")
 
 
 def run(config) -> dict:
@@ -46,11 +42,11 @@ def run(config) -> dict:
     resumes."""
     members = experiment.expand(config, sweep.load(config.sweep).get_sweep())
     groups = experiment.group(members)
-    root = resolve_dir(config)
+    root = workdir.default_workdir(config)
     for part in (TOGETHER, SEPARATE):
         shutil.rmtree(os.path.join(root, part), ignore_errors=True)
     os.makedirs(os.path.join(root, SEPARATE), exist_ok=True)
-    print(f"benchmark of sweep {sweep.sweep_name(config.sweep)}: {len(members)} members in {len(groups)} group(s); "
+    print(f"benchmark of sweep {workdir.sweep_name(config.sweep)}: {len(members)} members in {len(groups)} group(s); "
           f"directory {root}")
     for group in {loading.data_key(g.config): g for g in groups}.values():  # fill the feature cache, untimed
         loading.load_data(group.config)

@@ -9,14 +9,12 @@ the method's registry entry (:mod:`asd_jax.methods.registry`), the results dict 
 
 from __future__ import annotations
 
-import json
 import logging
 import os
 import time
 
 from asd_jax import config as config_lib
-from asd_jax import distributed, every_type, experiment
-from asd_jax.config import RUN_LEVEL
+from asd_jax import distributed, every_type, experiment, workdir
 from asd_jax.data import loading
 from asd_jax.evaluate import report, tables
 from asd_jax.evaluate.results import run_results
@@ -24,62 +22,6 @@ from asd_jax.methods import registry
 from asd_jax.rundir import RunDir
 
 log = logging.getLogger(__name__)
-
-
-def resolve_workdir(config) -> str:
-    machine_type = "-".join(loading.split_list(config.machine_type)) or config.machine_type
-    return config.workdir or os.path.join("runs", f"{config.method}_{machine_type}")
-
-
-def _comparable(config) -> dict:
-    """What a resumed run must share with the one that started: the settings the run reads, without the run-level
-    ones (sections of other methods do not matter)."""
-    plain = config.to_dict()
-    read = config_lib.sections_read(config)
-    for key in list(plain):
-        if key in RUN_LEVEL or (isinstance(plain[key], dict) and key not in read):
-            plain.pop(key)
-    return json.loads(json.dumps(plain, default=str))
-
-
-def _flatten(tree: dict, prefix: str = "") -> dict:
-    flat = {}
-    for key, value in tree.items():
-        if isinstance(value, dict):
-            flat.update(_flatten(value, f"{prefix}{key}."))
-        else:
-            flat[f"{prefix}{key}"] = value
-    return flat
-
-
-def check_resumable(run: RunDir, config, members: list[dict]) -> str:
-    """A run directory with checkpoints or results may only be continued with the same settings and members, except
-    for more epochs (constant schedule): the window stream is keyed by the step, so training on from the last
-    checkpoint gives what a longer run from scratch gives. An "auto" channel is compared as the run's data
-    resolved it. Returns a note when the run is extended, else ''."""
-    if not os.path.exists(run.file(RunDir.CONFIG)) or not (run.has_checkpoints or run.finished):
-        return ""
-    config = config.copy_and_resolve_references()
-    loading.resolve_channel(config, run.load_resolved().get("protocol"))
-    previous, current = _flatten(_comparable(run.load_config())), _flatten(_comparable(config))
-    changed = sorted(key for key in set(previous) | set(current) if previous.get(key) != current.get(key))
-    method = registry.get(config.method)
-    epochs = f"{method.section}.train.epochs"
-    note = ""
-    if epochs in changed and method.kind == "ensemble":
-        before, after = previous.get(epochs), current.get(epochs)
-        if isinstance(before, int) and isinstance(after, int) and after > before and \
-                config[method.section].train.schedule == "constant":
-            changed.remove(epochs)
-            note = f"continuing the {before}-epoch run to {after} epochs"
-    if run.load_resolved().get("members") != json.loads(json.dumps(members, default=str)):
-        changed.append("members")
-    if changed:
-        shown = sorted({key.split(".")[0] for key in changed})
-        raise ValueError(f"{run} holds a run with other settings ({', '.join(shown)}: {', '.join(changed[:5])}); "
-                         "pass another --workdir, or delete that directory to start over (only more epochs, with a "
-                         "constant schedule, continue a run)")
-    return note
 
 
 def plain_group(config, axes: dict | None = None) -> experiment.Group:
@@ -103,10 +45,10 @@ def train_and_evaluate(config, axes: dict | None = None, stop_after_epoch: int |
     """
     types = loading.machine_types(config)
     if types is None:
-        return run_group(plain_group(config, axes), RunDir(resolve_workdir(config)), stop_after_epoch)
+        return run_group(plain_group(config, axes), RunDir(workdir.default_workdir(config)), stop_after_epoch)
     config = config.copy_and_resolve_references()
     with config.unlocked():
-        config.workdir = resolve_workdir(config)
+        config.workdir = workdir.default_workdir(config)
     return every_type.train_every_type(
         config, types, lambda type_config: run_group(plain_group(type_config, axes), RunDir(type_config.workdir),
                                                      stop_after_epoch))
@@ -138,7 +80,7 @@ def _run_group_locked(group: experiment.Group, run: RunDir, config, method: regi
     data = data or loading.load_data(config)
     loading.resolve_channel(config, data.edition)
     described = [m.describe() for m in group.members]
-    continued = check_resumable(run, config, described)
+    continued = workdir.check_resumable(run, config, described)
     distributed.barrier("asd_jax: run checked")  # every process read the old config before process 0 replaces it
     if distributed.is_primary():
         run.save_config(config, data_dir=os.path.abspath(data.data_dir),

@@ -16,7 +16,7 @@ import time
 
 import ml_collections
 
-from asd_jax import distributed, experiment, pipeline
+from asd_jax import distributed, experiment, pipeline, workdir
 from asd_jax.data import loading
 from asd_jax.evaluate.plots import plot_sweep
 from asd_jax.evaluate.results import jsonable, setting_figures
@@ -44,28 +44,20 @@ def load(path: str):
     return module
 
 
-def sweep_name(path: str) -> str:
-    return os.path.splitext(os.path.basename(path))[0]
-
-
-def resolve_dir(config) -> str:
-    return config.workdir or os.path.join("runs", f"sweep_{sweep_name(config.sweep)}")
-
-
 def run(config: ml_collections.ConfigDict, stop_after_groups: int | None = None) -> dict:
     """Run the sweep ``config.sweep`` with ``config`` as its base (the sweep file's config with the command line's
     flags applied); returns the sweep.json content."""
     points = load(config.sweep).get_sweep()
     members = experiment.expand(config, points)
     groups = experiment.group(members)
-    root = RunDir(resolve_dir(config)).create()
+    root = RunDir(workdir.default_workdir(config)).create()
     with distributed.primary_lock(root.path):  # several processes (--distributed): process 0 writes the tables
         return _run_locked(config, root, members, groups, stop_after_groups)
 
 
 def _run_locked(config, root: RunDir, members: list[experiment.MemberSpec], groups: list[experiment.Group],
                 stop_after_groups: int | None) -> dict:
-    print(f"sweep {sweep_name(config.sweep)}: {len(members)} members, {len(experiment.unique(m.setting for m in members))}"
+    print(f"sweep {workdir.sweep_name(config.sweep)}: {len(members)} members, {len(experiment.unique(m.setting for m in members))}"
           f" settings, {len(groups)} group(s) (one compiled program each); directory {root}")
     records = [{"name": g.name, "shape": g.shape, "members": [m.name for m in g.members], "compiles": None,
                 "seconds": None, "status": "pending"} for g in groups]
@@ -106,7 +98,7 @@ def _run_locked(config, root: RunDir, members: list[experiment.MemberSpec], grou
 
 def _same_group(run_dir: RunDir, group: experiment.Group) -> bool:
     try:
-        pipeline.check_resumable(run_dir, group.config, [m.describe() for m in group.members])
+        workdir.check_resumable(run_dir, group.config, [m.describe() for m in group.members])
         return True
     except ValueError:
         return False
@@ -131,7 +123,7 @@ def _summary(config, records: list[dict], group_results: dict[str, dict],
     for s in settings:
         s["method"] = s["setting"].get("method", config.method)
     settings.sort(key=lambda s: (s["method"], _criterion(s)))
-    summary = {"sweep": sweep_name(config.sweep), "sweep_file": os.path.abspath(config.sweep),
+    summary = {"sweep": workdir.sweep_name(config.sweep), "sweep_file": os.path.abspath(config.sweep),
                "groups": records, "settings": settings}
     if settings:
         summary["selected"] = _select(settings, methods)

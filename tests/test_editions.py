@@ -13,6 +13,7 @@ from scipy.stats import hmean
 from sklearn.metrics import roc_auc_score
 
 from asd_jax import experiment, pipeline, scoring
+from asd_jax import workdir as workdir_lib
 from asd_jax.data import loading
 from asd_jax.evaluate import tables
 from asd_jax.config import get_config
@@ -226,7 +227,7 @@ def test_machine_type_all_trains_one_detector_per_type_and_summarises(tiny_datas
     listed = tiny_config("lstm", data, str(tmp_path / "listed"), cache_dir, epochs=1)
     listed.machine_type = "slider,fan"
     assert loading.machine_types(listed) == ["slider", "fan"]
-    assert pipeline.resolve_workdir(get_config().copy_and_resolve_references()) == os.path.join("runs",
+    assert workdir_lib.default_workdir(get_config().copy_and_resolve_references()) == os.path.join("runs",
                                                                                                  "gru_ae_slider")
 
 

@@ -15,6 +15,7 @@ import numpy as np
 import pytest
 
 from asd_jax import pipeline, scoring
+from asd_jax import workdir as workdir_lib
 from asd_jax.data.dcase import DatasetError
 from tests.conftest import TINY_MACHINE_IDS, compile_cache_env, tiny_config
 
@@ -223,7 +224,7 @@ def test_a_run_directory_resumes_only_with_the_same_settings(trained, tiny_datas
     run = pipeline.RunDir(workdir)
     members = [m.describe() for m in pipeline.plain_group(config).members]
     config.progress = True  # run-level settings may change
-    pipeline.check_resumable(run, config, members)
+    workdir_lib.check_resumable(run, config, members)
     for path, value in [("lstm.hidden_size", 16), ("features.n_mels", 64)]:
         changed = tiny_config("lstm", tiny_dataset, workdir, cache_dir)
         *parents, leaf = path.split(".")
@@ -232,10 +233,10 @@ def test_a_run_directory_resumes_only_with_the_same_settings(trained, tiny_datas
             node = node[parent]
         node[leaf] = value
         with pytest.raises(ValueError, match=f"other settings \\({path.split('.')[0]}:"):
-            pipeline.check_resumable(run, changed, members)
+            workdir_lib.check_resumable(run, changed, members)
     two_seeds = [m.describe() for m in pipeline.plain_group(config.copy_and_resolve_references()).members] * 2
     with pytest.raises(ValueError, match="other settings \\(members:"):
-        pipeline.check_resumable(run, config, two_seeds)
+        workdir_lib.check_resumable(run, config, two_seeds)
 
 
 # ----------------------------------------------------------------------------------------------------------------------
