@@ -90,6 +90,8 @@ def resolve_data_dir(config) -> str:
 
 def synthesize(config) -> dict:
     """``--mode=synth``: write the synthetic set to ``config.data_dir`` (or make the cached default one)."""
+    generator = synthetic_world if config.synthetic.layout == synthetic_world.LAYOUT else synthetic
+    print(generator.describe())
     if not config.data_dir:
         root = resolve_data_dir(config)
         print(f"synthetic data set ready at {root}")

@@ -32,7 +32,8 @@ Layouts (``SynthConfig.layout``):
   per section): by default 120 source + 10 target training clips and, per domain, 40 normal + 40 anomalous test
   clips (DCASE: 50 + 50); :meth:`SynthConfig.dcase2023_dev_size` gives DCASE's counts.
 
-Command line: ``python -m asd_jax.data.synthetic OUT_DIR [--layout L] [--dcase_dev_size] [--seed N] [--snr_db X]``.
+Made with ``python launch.py --mode=synth --data_dir=DIR`` (``--config.synthetic.layout=dcase2023``,
+``--config.synthetic.size=dcase_dev``).
 """
 
 from __future__ import annotations
@@ -784,31 +785,3 @@ def describe() -> str:
         f"{config.sample_rate // 1000} kHz, {config.duration_s:g} s, mono, 16-bit, DCASE 2020 dev file names.\n"
         f"  Anomalies ({', '.join(ANOMALY_KINDS)}) have a severity in {config.severity}.\n"
         "  Scores on it show that a method runs and learns; they say nothing about real machines.")
-
-
-def main(argv: Sequence[str] | None = None) -> None:
-    """``python -m asd_jax.data.synthetic OUT_DIR [--layout L] [--dcase_dev_size] [--seed N] [--snr_db X]
-    [--workers N]``."""
-    import argparse
-
-    parser = argparse.ArgumentParser(description=describe())
-    parser.add_argument("out_dir")
-    parser.add_argument("--layout", choices=LAYOUTS, default="dcase2020",
-                        help="dcase2020: machine-id names; dcase2023: section 00 with source and target domains")
-    parser.add_argument("--dcase_dev_size", action="store_true",
-                        help="as many clips as the real dev set (dcase2020: the slider set; dcase2023: per section)")
-    parser.add_argument("--seed", type=int, default=0)
-    parser.add_argument("--snr_db", type=float, default=SynthConfig.snr_db)
-    parser.add_argument("--workers", type=int, default=None)
-    args = parser.parse_args(argv)
-    settings = {"seed": args.seed, "snr_db": args.snr_db}
-    if args.layout == "dcase2023":
-        config = SynthConfig.dcase2023_dev_size(**settings) if args.dcase_dev_size else \
-            SynthConfig(layout="dcase2023", **settings)
-    else:
-        config = SynthConfig.dcase_dev_size(**settings) if args.dcase_dev_size else SynthConfig(**settings)
-    generate_dataset(args.out_dir, config, num_workers=args.workers)
-
-
-if __name__ == "__main__":
-    main()

@@ -7,7 +7,6 @@ written (runs, sweeps, benchmarks, the machine-type summary).
 from __future__ import annotations
 
 import math
-from collections.abc import Sequence
 
 import numpy as np
 

@@ -141,14 +141,19 @@ def test_default_dataset_is_cached_and_an_interrupted_one_is_redone(tmp_path, mo
     assert other.startswith(str(tmp_path)) and len(calls) == 3
 
 
-def test_describe_and_command_line(tmp_path, monkeypatch):
+def test_describe_and_synth_mode_settings(tmp_path, capsys):
+    """--mode=synth is the one way to write a set: its layout and size settings choose the generator's config."""
+    from asd_jax.config import get_config
+    from asd_jax.data import loading
+
     assert "not mimii" in S.describe().lower()
-    seen = {}
-    monkeypatch.setattr(S, "generate_dataset", lambda out_dir, config, num_workers: seen.update(config=config))
-    S.main([str(tmp_path), "--dcase_dev_size", "--seed", "4", "--snr_db", "-6"])
-    assert seen["config"] == S.SynthConfig.dcase_dev_size(seed=4, snr_db=-6.0)
-    S.main([str(tmp_path), "--layout", "dcase2023", "--seed", "2"])
-    assert seen["config"] == S.SynthConfig(layout="dcase2023", seed=2)
+    config = get_config()
+    config.synthetic.seed, config.synthetic.snr_db, config.synthetic.size = 4, -6.0, "dcase_dev"
+    assert loading.synth_config(config) == S.SynthConfig.dcase_dev_size(seed=4, snr_db=-6.0)
+    config.synthetic.layout, config.synthetic.seed, config.synthetic.size = "dcase2023", 2, "default"
+    assert loading.synth_config(config) == S.SynthConfig(layout="dcase2023", seed=2, snr_db=-6.0)
+    config.synthetic.size = "dcase_dev"
+    assert loading.synth_config(config) == S.SynthConfig.dcase2023_dev_size(seed=2, snr_db=-6.0)
 
 
 TINY_2023 = S.SynthConfig(layout="dcase2023", num_train=4, num_train_target=2, num_test_normal=2, num_test_anomaly=3,
