@@ -1,7 +1,8 @@
 """``--method=id_classifier``: learn to tell the classes of normal training clips apart; score how badly a clip fits.
 
-The classes are the units DCASE scores (machine ids in 2020, sections from 2021) or, with
-``classes=unit_attributes``, each unit's attribute combinations (2021+ names and attribute files carry them). The
+The classes are, by default (``classes=auto``), each unit's attribute combinations where the clips have attributes
+(2021+ names and attribute files carry them) and the units DCASE scores otherwise (machine ids in 2020, sections
+from 2021); ``unit`` and ``unit_attributes`` force one or the other. The
 model (:mod:`asd_jax.models.id_classifier`) trains on the ensemble trainer like every other method: members are
 seeds and shape-free optimiser values in one compiled program, windows (log-mel patches of ``frames`` frames) are
 drawn on the device and carry their clip's class; mixup and SpecAugment-style masks run inside the step.
@@ -37,7 +38,10 @@ from asd_jax.train import ensemble
 
 
 def class_key(clip: dcase.Clip, mode: str) -> str:
-    if mode == "unit":
+    """A clip's class: its unit (``unit``), its unit and attribute combination (``unit_attributes``), or, with
+    ``auto``, the latter where the clip has attributes and its unit where it has none (2020 names, hidden
+    attributes): the classes over everything given, as the reference recipes use them."""
+    if mode == "unit" or (mode == "auto" and not clip.attributes):
         return clip.section
     attributes = ",".join(f"{k}={v}" for k, v in sorted(clip.attributes.items()))
     return f"{clip.section}|{attributes}"
@@ -55,13 +59,14 @@ def training_classes(clips: Sequence[dcase.Clip], mode: str, machine_type: str =
     classes = sorted({class_key(c, mode) for c in clips})
     units = sorted({c.section for c in clips})
     if len(classes) < 2:
-        what = "machine id" if mode == "unit" else "class"
+        what = "machine id" if mode == "unit" or (mode == "auto" and not any(c.attributes for c in clips)) \
+            else "class"
         raise ValueError(
             f"id_classifier learns to tell classes of normal clips apart, but the training clips of "
             f"{machine_type or 'this machine type'} hold only one {what} ({classes[0] if classes else 'none'}). "
-            "Give it several: every machine id (leave --machine_ids empty), --config.id_classifier.classes="
-            "unit_attributes on 2021+ data with attributes, or --machine_type=all with several machine ids per "
-            "type; or use a method that needs no classes (--method=dense_ae, lstm, gru_ae, logmel_knn).")
+            "Give it several: every machine id (leave --machine_ids empty), 2021+ data with attributes (the "
+            "default classes=auto uses them), or --machine_type=all with several machine ids per type; or use a "
+            "method that needs no classes (--method=dense_ae, lstm, gru_ae, logmel_knn).")
     return classes, units
 
 

@@ -28,7 +28,7 @@ import jax.numpy as jnp
 from flax import linen as nn
 
 LOSSES = ("arcface", "adacos")
-CLASS_MODES = ("unit", "unit_attributes")
+CLASS_MODES = ("auto", "unit", "unit_attributes")
 BACKENDS = ("knn", "neg_log_prob")
 CONVS = ("auto", "patches", "xla")  # auto: patches on a CPU, XLA's convolution elsewhere (see Conv)
 BENCHMARK_CLASSES = 4  # classes of the model the benchmark times (the default synthetic set's machine ids)

@@ -31,7 +31,8 @@ def test_id_classifier_trains_two_seeds_in_one_program_and_scores_new_clips(back
     results = pipeline.train_and_evaluate(config)
     assert results["method"] == "id_classifier" and set(results["per_id"]) == set(TINY_MACHINE_IDS)
     assert results["compiles"] == 1 and [m["name"] for m in results["members"]] == ["seed0", "seed1"]
-    assert results["classes"] == {"mode": "unit", "count": 2, "units": list(TINY_MACHINE_IDS)}
+    # classes=auto on 2020 names (no attributes): the machine ids
+    assert results["classes"] == {"mode": "auto", "count": 2, "units": list(TINY_MACHINE_IDS)}
     assert results["score_backend"] == backend
     with open(os.path.join(run, "classes.json")) as handle:
         assert json.load(handle)["classes"] == list(TINY_MACHINE_IDS)
@@ -80,6 +81,20 @@ def test_id_classifier_refuses_a_single_class_and_says_what_to_do(tiny_dataset, 
     config.machine_ids = "00"
     with pytest.raises(ValueError, match=r"only one machine id \(00\).*--machine_type=all.*--method=dense_ae"):
         pipeline.train_and_evaluate(config)
+
+
+def test_auto_classes_are_attribute_combinations_where_clips_have_them():
+    from asd_jax.data.dcase import NORMAL, Clip
+    from asd_jax.methods.classifier import class_key, training_classes
+
+    with_attributes = [Clip(f"/d/{i}.wav", "fan", "00", "train", NORMAL, "source", "00", {"spd": str(s)})
+                       for i, s in enumerate((1470, 1500, 1470))]
+    hidden = Clip("/d/h.wav", "fan", "01", "train", NORMAL, "source", "01", {})
+    classes, units = training_classes(with_attributes + [hidden], "auto")
+    assert classes == ["00|spd=1470", "00|spd=1500", "01"] and units == ["00", "01"]
+    assert class_key(hidden, "auto") == "01" and class_key(with_attributes[0], "unit") == "00"
+    with pytest.raises(ValueError, match="only one class"):
+        training_classes(with_attributes[:1], "auto")
 
 
 def test_unit_attributes_needs_attributes(tiny_dataset, tmp_path):
