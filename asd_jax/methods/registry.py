@@ -251,6 +251,7 @@ def _classifier_config():  # a machine-id classifier with an angular-margin head
         frames=64, score_hop=16, channels="16,32,64,128", stem_stride=2, embedding_dim=128,
         conv="auto",  # auto: convolutions as im2col matmuls on a CPU (much faster there), XLA's elsewhere
         loss="arcface", margin=0.5, scale=30.0, subclusters=1,  # ArcFace's m and s; adacos sets s itself
+        centres="trainable",  # or fixed (the class / sub-cluster centres stay at their random start)
         classes="auto", backend="knn", knn_k=1,  # auto: unit x attributes where clips have them, else unit
         mixup_alpha=0.0, time_masks=0, time_mask_frames=8, freq_masks=0, freq_mask_bins=16,
         train=train_section(20, 64, 1e-3, windows_per_clip=8)))

@@ -29,6 +29,7 @@ from flax import linen as nn
 
 LOSSES = ("arcface", "adacos")
 CLASS_MODES = ("auto", "unit", "unit_attributes")
+CENTRES = ("trainable", "fixed")
 BACKENDS = ("knn", "neg_log_prob")
 CONVS = ("auto", "patches", "xla")  # auto: patches on a CPU, XLA's convolution elsewhere (see Conv)
 BENCHMARK_CLASSES = 4  # classes of the model the benchmark times (the default synthetic set's machine ids)
@@ -139,6 +140,7 @@ class IdClassifier(nn.Module):
     subclusters: int = 1
     stem_stride: int = 2
     patches: bool = False  # convolutions as im2col matmuls (see Conv); build_module picks it by backend
+    trainable_centres: bool = True  # False: the class (sub-cluster) centres stay at their random start
 
     @property
     def adaptive_scale(self) -> bool:
@@ -154,6 +156,8 @@ class IdClassifier(nn.Module):
                                   self.patches)(frames, train)
         centres = self.param("centres", nn.initializers.glorot_uniform(),
                              (self.num_classes * self.subclusters, self.embedding_dim))
+        if not self.trainable_centres:  # Wilkinghoff's sub-cluster AdaCos keeps them fixed; ASDKit's scac_trainable
+            centres = jax.lax.stop_gradient(centres)  # learns them (decay only rescales them: cosines ignore it)
         cosines = l2_normalise(embeddings) @ l2_normalise(centres).T
         return embeddings, cosines
 
@@ -324,6 +328,7 @@ def build_module(section, classes: Sequence[str] | None = None, class_units: Seq
         num_classes=num_classes, channels=_widths(section.channels),
         embedding_dim=int(section.embedding_dim), subclusters=int(section.subclusters),
         stem_stride=int(section.stem_stride), patches=uses_patches(section.conv),
+        trainable_centres=section.get("centres", "trainable") == "trainable",
         head=Head(section.loss, float(section.margin), float(section.scale), int(section.subclusters), units),
         augmentation=Augment(float(section.mixup_alpha), int(section.time_masks), int(section.time_mask_frames),
                              int(section.freq_masks), int(section.freq_mask_bins)))
@@ -346,6 +351,8 @@ def check_section(section) -> None:
         raise ValueError(f"id_classifier.classes={section.classes!r}: choose one of {', '.join(CLASS_MODES)}")
     if section.backend not in BACKENDS:
         raise ValueError(f"id_classifier.backend={section.backend!r}: choose one of {', '.join(BACKENDS)}")
+    if section.get("centres", "trainable") not in CENTRES:
+        raise ValueError(f"id_classifier.centres={section.centres!r}: choose one of {', '.join(CENTRES)}")
     if int(section.subclusters) < 1:
         raise ValueError(f"id_classifier.subclusters must be >= 1; got {section.subclusters}")
     if int(section.subclusters) > 1 and section.loss == "arcface":

@@ -132,3 +132,30 @@ def test_both_convolution_paths_share_parameters_and_outputs():
                                embedders[0].apply(variables, frames, train=False), rtol=1e-5, atol=1e-5)
     with pytest.raises(ValueError, match="conv='fft'"):
         m.uses_patches("fft")
+
+
+@pytest.mark.parametrize("centres", ["trainable", "fixed"])
+def test_fixed_centres_get_no_gradient_and_trainable_ones_do(centres):
+    """Sub-cluster AdaCos with the centres kept at their random start (Wilkinghoff) or learnt (ASDKit's
+    scac_trainable); the embedder learns either way."""
+    import ml_collections
+
+    section = ml_collections.ConfigDict(dict(
+        frames=16, channels="4,8", stem_stride=2, embedding_dim=8, conv="patches", loss="adacos", margin=0.5,
+        scale=30.0, subclusters=2, centres=centres, classes="auto", backend="knn", mixup_alpha=0.0, time_masks=0,
+        time_mask_frames=8, freq_masks=0, freq_mask_bins=16))
+    module = m.build_module(section, ["a", "b", "c"], [0, 0, 0])
+    windows = jax.random.normal(jax.random.PRNGKey(1), (6, 16, 10))
+    variables = module.init(jax.random.PRNGKey(0), windows, train=False)
+    batch = {"windows": windows, "labels": jnp.asarray([0, 1, 2, 0, 1, 2]), "key": jax.random.PRNGKey(3)}
+
+    def loss(params):
+        return jnp.mean(m.classifier_errors(module, {**variables, "params": params}, batch, True)[0])
+
+    grads = jax.grad(loss)(variables["params"])
+    centre_grad = np.abs(np.asarray(grads["centres"])).max()
+    assert (centre_grad == 0.0) == (centres == "fixed")
+    assert np.abs(np.asarray(grads["ConvEmbedder_0"]["Dense_0"]["kernel"])).max() > 0
+    section.centres = "moving"
+    with pytest.raises(ValueError, match="centres='moving'"):
+        m.check_section(section)
