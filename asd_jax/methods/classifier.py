@@ -10,7 +10,10 @@ drawn on the device and carry their clip's class; mixup and SpecAugment-style ma
 Scores (``backend``):
 
 * ``knn`` (default): the cosine distance of a clip's mean embedding (each window's embedding L2-normalised, then
-  averaged and normalised again) to the nearest ``knn_k`` training clips of its unit (:mod:`asd_jax.methods.knn`);
+  averaged and normalised again) to the nearest ``knn_k`` training clips of its unit;
+* ``knn_domain``, ``kmeans``, ``smote``, ``knn_rescale``: the domain-aware backends of
+  :mod:`asd_jax.methods.backends` on the same embeddings (separate source and target banks, k-means of the source
+  bank, SMOTE of the target clips, local-density rescaling); ``score_normalise`` standardises each unit's scores;
 * ``neg_log_prob``: minus the log-probability of the clip's unit (the sum of its classes' probabilities), averaged
   over the clip's windows.
 """
@@ -28,7 +31,8 @@ from asd_jax import distributed
 from asd_jax.data import dcase
 from asd_jax.methods import inference
 from asd_jax.methods.base import Scores
-from asd_jax.methods.knn import KNNBackend, units_of
+from asd_jax.methods import backends
+from asd_jax.methods.knn import units_of
 from asd_jax.methods.sequence import SequenceDetector
 from asd_jax.models import id_classifier as model_lib
 from asd_jax.rundir import RunDir
@@ -70,6 +74,9 @@ def training_classes(clips: Sequence[dcase.Clip], mode: str, machine_type: str =
     return classes, units
 
 
+NEG_LOG_PROB = "neg_log_prob"  # the score backend without embeddings: minus the log-probability of the unit
+
+
 class ClassifierDetector(SequenceDetector):
     """The id classifier on the ensemble trainer, with the kNN or negative-log-probability score."""
 
@@ -77,7 +84,7 @@ class ClassifierDetector(SequenceDetector):
         super().__init__(method, config, run, members, cache_root)
         self.classes: list[str] | None = None
         self.units: list[str] = []
-        self.knn: list[KNNBackend] = []
+        self.knn: list[backends.Backend] = []
         self._embed_fn = None
 
     # the classes decide the head's shape: the model is built once they are known
@@ -88,6 +95,19 @@ class ClassifierDetector(SequenceDetector):
         self.model = self.method.window_model(self.config, classes)
         self.module = self.method.module(self.section, classes)
         self._score_fn = self._embed_fn = None
+
+    @classmethod
+    def preflight(cls, method, config) -> None:
+        """Refuse an unknown score backend before any data work."""
+        backend = config[method.section].backend
+        if backend != NEG_LOG_PROB and backend not in backends.BACKENDS:
+            raise ValueError(f"id_classifier.backend={backend!r}: choose one of "
+                             f"{', '.join((*backends.BACKENDS, NEG_LOG_PROB))}")
+
+    def _backend(self) -> backends.Backend:
+        """A fresh embedding backend of the section's settings (:mod:`asd_jax.methods.backends`)."""
+        return backends.make_backend(self.section.backend, k=int(self.section.knn_k),
+                                     normalise=bool(self.section.get("score_normalise", False)))
 
     def train_labels(self, clips: Sequence[dcase.Clip]) -> np.ndarray:
         index = {c: i for i, c in enumerate(self.classes)}
@@ -125,21 +145,23 @@ class ClassifierDetector(SequenceDetector):
         self.extra_results["classes"] = {"mode": self.section.classes, "count": len(classes), "units": units}
         self.extra_results["score_backend"] = self.section.backend
         finished = bool(self.history) and self.history[-1]["epoch"] >= self.train_config.epochs
-        if self.section.backend == "knn" and finished:
-            self._fit_knn(self.train_features, [c.section for c in self.train_clips])
+        if self.section.backend != NEG_LOG_PROB and finished:
+            self._fit_backend(self.train_features, [c.section for c in self.train_clips],
+                              [c.domain or "" for c in self.train_clips])
         return skipped
 
-    def _fit_knn(self, features, units: Sequence[str]) -> None:
-        """The kNN backend of every member from the training clips' embeddings (saved for --mode=score)."""
+    def _fit_backend(self, features, units: Sequence[str], domains: Sequence[str]) -> None:
+        """Every member's embedding backend from the training clips' embeddings, units and domains; the embeddings
+        are saved for --mode=score, which fits the same (deterministic) backend again."""
         embeddings = inference.score_clips(self.embed_fn, self.states, features, progress=self.config.progress,
                                            description="training embeddings")  # [E, N, D]
-        self.knn = [KNNBackend(int(self.section.knn_k)).fit(e, units) for e in embeddings]
+        self.knn = [self._backend().fit(e, units, [d or None for d in domains]) for e in embeddings]
         if distributed.is_primary():
             np.savez(self.run.file(RunDir.KNN_EMBEDDINGS), embeddings=embeddings, units=np.asarray(units),
-                     k=int(self.section.knn_k))
+                     domains=np.asarray(domains), k=int(self.section.knn_k))
 
     def score(self, paths: list[str], description: str = "scoring") -> Scores:
-        if self.section.backend == "neg_log_prob":
+        if self.section.backend == NEG_LOG_PROB:
             return super().score(paths, description)
         extracted = self._extract(paths, description)
         embeddings = inference.score_clips(self.embed_fn, self.states, extracted.features, self.normalizer,
@@ -156,12 +178,12 @@ class ClassifierDetector(SequenceDetector):
                                     f"(python launch.py --method=id_classifier --workdir={self.run})")
         saved = self.run.read_json(RunDir.CLASSES)
         self._set_classes(saved["classes"], saved["units"])
-        if self.section.backend == "knn":
+        if self.section.backend != NEG_LOG_PROB:
             knn_path = self.run.file(RunDir.KNN_EMBEDDINGS)
             if not os.path.exists(knn_path):
                 raise FileNotFoundError(f"no {RunDir.KNN_EMBEDDINGS} in {self.run}: the run did not finish; run "
                                         "the same training command again (it resumes)")
-            with np.load(knn_path) as saved_knn:
-                self.knn = [KNNBackend(int(saved_knn["k"])).fit(e, saved_knn["units"])
-                            for e in saved_knn["embeddings"]]
+            with np.load(knn_path) as saved:
+                domains = [d or None for d in saved["domains"]] if "domains" in saved else None
+                self.knn = [self._backend().fit(e, saved["units"], domains) for e in saved["embeddings"]]
 

@@ -252,7 +252,10 @@ def _classifier_config():  # a machine-id classifier with an angular-margin head
         conv="auto",  # auto: convolutions as im2col matmuls on a CPU (much faster there), XLA's elsewhere
         loss="arcface", margin=0.5, scale=30.0, subclusters=1,  # ArcFace's m and s; adacos sets s itself
         centres="trainable",  # or fixed (the class / sub-cluster centres stay at their random start)
-        classes="auto", backend="knn", knn_k=1,  # auto: unit x attributes where clips have them, else unit
+        classes="auto", knn_k=1,  # auto: unit x attributes where clips have them, else unit
+        # knn | knn_domain | kmeans | smote | knn_rescale (asd_jax.methods.backends) or neg_log_prob;
+        # score_normalise: standardise each unit's scores by its training clips' leave-one-out scores
+        backend="knn", score_normalise=False,
         mixup_alpha=0.0, time_masks=0, time_mask_frames=8, freq_masks=0, freq_mask_bins=16,
         train=train_section(20, 64, 1e-3, windows_per_clip=8)))
 

@@ -30,7 +30,6 @@ from flax import linen as nn
 LOSSES = ("arcface", "adacos")
 CLASS_MODES = ("auto", "unit", "unit_attributes")
 CENTRES = ("trainable", "fixed")
-BACKENDS = ("knn", "neg_log_prob")
 CONVS = ("auto", "patches", "xla")  # auto: patches on a CPU, XLA's convolution elsewhere (see Conv)
 BENCHMARK_CLASSES = 4  # classes of the model the benchmark times (the default synthetic set's machine ids)
 
@@ -349,8 +348,6 @@ def check_section(section) -> None:
         raise ValueError(f"id_classifier.loss={section.loss!r}: choose one of {', '.join(LOSSES)}")
     if section.classes not in CLASS_MODES:
         raise ValueError(f"id_classifier.classes={section.classes!r}: choose one of {', '.join(CLASS_MODES)}")
-    if section.backend not in BACKENDS:
-        raise ValueError(f"id_classifier.backend={section.backend!r}: choose one of {', '.join(BACKENDS)}")
     if section.get("centres", "trainable") not in CENTRES:
         raise ValueError(f"id_classifier.centres={section.centres!r}: choose one of {', '.join(CENTRES)}")
     if int(section.subclusters) < 1:

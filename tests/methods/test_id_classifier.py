@@ -132,3 +132,31 @@ def test_logmel_knn_scores_equal_brute_force_on_standardised_statistics(tiny_dat
                                   [unit(p) for p in test], 1)
     rows = {os.path.basename(r["file"]): float(r["score"]) for r in _scores_csv(run)}
     np.testing.assert_allclose([rows[os.path.basename(p)] for p in test], expected, rtol=1e-6, atol=1e-9)
+
+
+@pytest.mark.parametrize("backend", ["knn_domain", "kmeans"])
+def test_domain_aware_backends_score_a_2023_layout_and_restore_from_the_run(backend, tmp_path):
+    """One section with source and target domains: classes=auto takes the attribute combinations, the backend gets
+    the training clips' domains, and --mode=score refits it from the saved embeddings to the same scores."""
+    from asd_jax.data import synthetic
+
+    root = str(tmp_path / "data")
+    synthetic.generate_dataset(root, synthetic.SynthConfig(layout="dcase2023", num_train=6, num_train_target=3,
+                                                           num_test_normal=2, num_test_anomaly=2, duration_s=1.0),
+                               num_workers=1, progress=False)
+    run = str(tmp_path / "run")
+    config = tiny_config("id_classifier", root, run, str(tmp_path / "cache"), epochs=1)
+    config.id_classifier.backend, config.id_classifier.score_normalise = backend, True
+    results = pipeline.train_and_evaluate(config)
+    assert results["classes"]["count"] == 2 and results["score_backend"] == backend
+    assert set(np.load(os.path.join(run, "knn_train_embeddings.npz"))["domains"]) == {"source", "target"}
+    rows = _scores_csv(run)
+    scored = scoring.score_files(run, [rows[0]["file"]], progress=False)
+    assert scored[0]["score"] == pytest.approx(float(rows[0]["score"]), rel=1e-4, abs=1e-6)
+
+
+def test_an_unknown_backend_is_refused_before_any_data_work(tmp_path):
+    config = tiny_config("id_classifier", str(tmp_path / "nothing_here"), str(tmp_path / "run"), "", epochs=1)
+    config.id_classifier.backend = "annoy"
+    with pytest.raises(ValueError, match="backend='annoy'.*knn_domain"):
+        pipeline.train_and_evaluate(config)
