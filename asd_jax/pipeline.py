@@ -122,7 +122,8 @@ def _run_group_locked(group: experiment.Group, run: RunDir, config, method: regi
         extra=dict(detector.extra_results, group=group.name, compiles=detector.compiles,
                    validation={"num_clips": len(validation.paths),
                                "criterion": "mean score of the held-out normal training clips"},
-                   quiet_clips=quiet, **({"supplemental": supplemental} if supplemental else {}), seconds=round(time.perf_counter() - started, 1), protocol_reason=data.edition_reason))
+                   quiet_clips=quiet, **({"supplemental": supplemental} if supplemental else {}),
+                   seconds=round(time.perf_counter() - started, 1), protocol_reason=data.edition_reason))
     if distributed.is_primary():
         report.write_run_outputs(run, results, files=test.paths, machine_ids=[c.machine_id for c in test_clips],
                                  labels=[c.label for c in test_clips], member_scores=test.values, member_names=names,
@@ -149,7 +150,7 @@ def _with_supplemental(config, method: registry.Method, data: loading.Data) -> t
     if not data.supplemental:
         return data.fit, {}
     kinds = method.supplemental if setting == "auto" else ()
-    found = {kind: len(data.supplemental_clips(kind)) for kind in ("machine", "noise")}
+    found = {kind: sum(c.kind == kind for c in data.supplemental) for kind in ("machine", "noise")}
     added = [clip for kind in kinds for clip in data.supplemental_clips(kind)]
     used = {kind: found[kind] if kind in kinds else 0 for kind in found}
     print(f"supplemental clips: {found['machine']} machine, {found['noise']} noise found; "

@@ -28,21 +28,26 @@ def split_list(text: str) -> list[str]:
 AUTO_CHANNEL = "auto"
 
 
+def channel_for(setting, edition: str | None) -> str:
+    """The channel a ``features.channel`` setting means for data of ``edition``: "auto" is channel 0 (the near
+    microphone, as the official baseline) for DCASE 2026's two-channel clips and the channel average otherwise (raw
+    8-channel MIMII becomes one virtual microphone; mono clips are unchanged); an explicit setting is kept."""
+    if str(setting).strip().lower() != AUTO_CHANNEL:
+        return setting
+    return "0" if edition == "dcase2026" else "mean"
+
+
 def resolve_channel(config, edition: str | None) -> None:
-    """Set ``features.channel="auto"`` to what the data's edition calls for, in place: channel 0 (the near
-    microphone, as the official baseline) for DCASE 2026's two-channel clips, the channel average otherwise (raw
-    8-channel MIMII becomes one virtual microphone; mono clips are unchanged). An explicit setting is kept."""
-    if str(config.features.get("channel", "mean")).strip().lower() == AUTO_CHANNEL:
-        with config.unlocked():
-            config.features.channel = "0" if edition == "dcase2026" else "mean"
+    """Set ``features.channel`` to what it means for the data's edition (:func:`channel_for`), in place."""
+    with config.unlocked():
+        config.features.channel = channel_for(config.features.get("channel", "mean"), edition)
 
 
 def feature_config(config) -> FeatureConfig:
     """The log-mel settings of a run (``features``); a channel still "auto" (no data seen, e.g. the benchmark)
     means the channel average."""
     settings = config.features.to_dict()
-    if str(settings.get("channel", "mean")).strip().lower() == AUTO_CHANNEL:
-        settings["channel"] = "mean"
+    settings["channel"] = channel_for(settings.get("channel", "mean"), None)
     return FeatureConfig(**settings)
 
 
@@ -150,14 +155,15 @@ def _find(config, root: str, machine_type: str) -> dcase.ClipList:
                             mimii_test_normals=config.get("mimii_test_normals"))
 
 
-def find_data(config) -> tuple[dcase.ClipList, dcase.ClipList, str, str]:
+def find_data(config, data_dir: str | None = None) -> tuple[dcase.ClipList, dcase.ClipList, str, str]:
     """(training-side clips, test-side clips, edition, why): with a separate ``test_data_dir`` the edition is
-    detected from both folders' names together (or taken from ``dcase_edition``)."""
+    detected from both folders' names together (or taken from ``dcase_edition``). ``data_dir``: the resolved
+    :func:`resolve_data_dir` when the caller has it."""
     if several_types(config):
         raise dcase.DatasetError(
             f"machine_type={config.machine_type!r} names several machine types: --mode=train runs one detector per "
             "type; in a sweep make machine_type an axis (experiment.product({'machine_type': ['fan', 'valve']}))")
-    data_dir = resolve_data_dir(config)
+    data_dir = data_dir or resolve_data_dir(config)
     found = _find(config, data_dir, config.machine_type)
     test_data_dir = config.get("test_data_dir") or data_dir
     test_found = found if test_data_dir == data_dir else _find(config, test_data_dir, config.machine_type)
@@ -178,7 +184,7 @@ def find_data(config) -> tuple[dcase.ClipList, dcase.ClipList, str, str]:
 def load_data(config) -> Data:
     """The run's clips: training normals split into fit and held-out (:func:`holdout`), and the test clips."""
     data_dir = resolve_data_dir(config)
-    found, test_found, edition, reason = find_data(config)
+    found, test_found, edition, reason = find_data(config, data_dir)
     train_clips = dcase.require_split(found, "train", data_dir, config.machine_type)
     test_data_dir = config.get("test_data_dir") or data_dir
     test_clips = dcase.require_split(test_found, "test", test_data_dir, config.machine_type)

@@ -287,7 +287,8 @@ def report_markdown(results: dict) -> str:
         lines.append("none")
     if results.get("notes"):
         lines += ["", "## Notes", "", *(f"- {note}" for note in results["notes"])]
-    lines += ["", "## Plots", "", f"![ROC per machine id]({RunDir.ROC_PLOT})", "", f"![Score histograms]({RunDir.HIST_PLOT})", ""]
+    lines += ["", "## Plots", "", f"![ROC per machine id]({RunDir.ROC_PLOT})", "",
+              f"![Score histograms]({RunDir.HIST_PLOT})", ""]
     return "\n".join(lines)
 
 
