@@ -106,7 +106,7 @@ def bench_one(method_name: str, config, ensemble_size: int, features: jax.Array,
     layout = distributed.plan_layout(ensemble_size, train.batch_size, member_map,
                                      cpu_member_map=model.cpu_member_map)
     states, features = distributed.place(states, features, layout)
-    labels = jnp.zeros(len(features), jnp.int32) if method.labels else None
+    labels = jax.device_put(method.stand_in_clip_data(config, len(features), config.seed))
     train_fn = ensemble.make_train_fn(model, train.batch_size, steps, layout)
     started = time.perf_counter()
     compiled = train_fn.lower(states, features, labels).compile()

@@ -39,10 +39,14 @@ def get_config() -> ml_collections.ConfigDict:
     config.seed = 0  # first member seed: model initialisation and the windows each step draws
     config.num_seeds = 1  # ensemble members (one seed each), trained together in one compiled program
     config.data_seed = 0  # which normal training clips are held out (shared by all members of a run)
-    config.val_fraction = 0.1  # normal training clips held out per machine id, for thresholds (never trained on)
+    config.val_fraction = 0.1  # share of each machine id's normal training clips held out for thresholds (never
+    # trained on), raised towards 20 clips while five sixths still train (data.loading.holdout_count)
     # DCASE 2025 supplemental/ clips: "auto" trains on the kinds the method declares (Method.supplemental), "none"
     # on none; results.json says how many were found and used
     config.supplemental = "auto"
+    # the SNR range (dB, "low,high"; empty: -5,5) at which noise-only supplemental clips are mixed into normal
+    # training clips for a method that takes them as augmentation (asd_jax.data.mixing)
+    config.supplemental_noise_snr_db = ""
     config.progress = True
     config.output = ""  # JSON written by --mode=score and --mode=benchmark
     config.sweep = ""  # --mode=sweep: experiments/sweeps/<name>.py

@@ -1,7 +1,9 @@
-"""One run per machine type (``machine_type="all"`` or a comma list), and the summary across the types.
+"""One run per machine type (``machine_type="all"`` or a comma list), or one detector over all of them, and the
+summary across the types.
 
-Each type trains into ``<workdir>/<type>/``, an ordinary run directory; the summary (``summary.md``,
-``summary.csv``, ``summary.json`` in ``<workdir>``) gives each type's mean AUC/pAUC (2020) or official score
+Each type trains into ``<workdir>/<type>/``, an ordinary run directory (or, for a method that trains the types
+jointly, one detector trains into ``<workdir>`` and each type's figures go to ``<workdir>/<type>/``); the summary
+(``summary.md``, ``summary.csv``, ``summary.json`` in ``<workdir>``) gives each type's mean AUC/pAUC (2020) or official score
 (2021+), and over all types their arithmetic mean (2020) or the harmonic mean of every section's figures (2021+),
 as the official evaluators compute it.
 """
@@ -50,6 +52,22 @@ def train_every_type(config, types: list[str], run_one: Callable) -> dict:
             write_type_summary(root.path, summary)
     print("\n" + format_type_summary(summary))
     print(f"wrote {SUMMARY_MD}, {SUMMARY_CSV} and {SUMMARY_JSON} to {root}")
+    return summary
+
+
+def train_types_jointly(config, types: list[str], run_joint: Callable) -> dict:
+    """One detector over every machine type (a method with ``Method.joint_types``, e.g. the id classifier whose
+    classes then span every type): ``run_joint(edition)`` trains it into ``<workdir>`` (checkpoints, config) and
+    writes each type's figures to ``<workdir>/<type>/`` (an evaluation of the one detector on that type's clips,
+    with its own thresholds), returning ``{type: results}``; then the same summary as one run per type."""
+    edition = loading.common_edition(config, types)
+    per_type = run_joint(edition)
+    summary = summarise_types(per_type, {t: os.path.join(config.workdir, t) for t in types})
+    summary["joint"] = True
+    if distributed.is_primary():
+        write_type_summary(config.workdir, summary)
+    print("\n" + format_type_summary(summary))
+    print(f"wrote {SUMMARY_MD}, {SUMMARY_CSV} and {SUMMARY_JSON} to {config.workdir}")
     return summary
 
 
@@ -120,8 +138,10 @@ def write_type_summary(directory: str, summary: dict) -> None:
         writer.writerow(["all", *(_csv_value(summary.get(key)) for key, _ in columns), ""])
     header, rows = _type_rows(summary)
     lines = [f"# {summary['method']} on {len(summary['per_type'])} machine types ({summary['protocol']})", "",
-             "One detector per machine type, each an ordinary run directory below this one. Figures on the "
-             "ensemble-mean score of each run.", "", *markdown_table(header, rows), "",
+             ("One detector over every machine type (its checkpoints and config in this folder); each type's "
+              "figures, thresholds and scores in a folder below. Figures on the ensemble-mean score."
+              if summary.get("joint") else "One detector per machine type, each an ordinary run directory below "
+              "this one. Figures on the ensemble-mean score of each run."), "", *markdown_table(header, rows), "",
              f"- all types: {summary['overall']}"]
     if summary["protocol"] == "dcase2020":
         lines.append("- DCASE 2020 has no single official score (it ranked by averaging ranks over types)")

@@ -12,6 +12,7 @@ from __future__ import annotations
 import logging
 import os
 import time
+from collections.abc import Sequence
 
 from asd_jax import config as config_lib
 from asd_jax import distributed, every_type, experiment, workdir
@@ -40,8 +41,9 @@ def train_and_evaluate(config, axes: dict | None = None, stop_after_epoch: int |
     """Train ``config.method`` on the normal training clips, score the test clips, write the run directory.
 
     With several machine types (:func:`asd_jax.data.loading.machine_types`) one detector per type is trained into
-    ``<workdir>/<type>/`` and the summary across types is returned (and written, see
-    :func:`asd_jax.every_type.train_every_type`).
+    ``<workdir>/<type>/``, or, for a method that trains them jointly (the id classifier with ``types=joint``), one
+    detector on every type's clips into ``<workdir>`` whose figures go to ``<workdir>/<type>/``; the summary across
+    types is returned (and written, see :mod:`asd_jax.every_type`).
     """
     types = loading.machine_types(config)
     if types is None:
@@ -49,15 +51,22 @@ def train_and_evaluate(config, axes: dict | None = None, stop_after_epoch: int |
     config = config.copy_and_resolve_references()
     with config.unlocked():
         config.workdir = workdir.default_workdir(config)
+    if registry.get(config.method).trains_types_jointly(config):
+        return every_type.train_types_jointly(
+            config, types, lambda edition: run_group(plain_group(config, axes), RunDir(config.workdir),
+                                                     stop_after_epoch, types=types, edition=edition))
     return every_type.train_every_type(
         config, types, lambda type_config: run_group(plain_group(type_config, axes), RunDir(type_config.workdir),
                                                      stop_after_epoch))
 
 
 def run_group(group: experiment.Group, run: RunDir, stop_after_epoch: int | None = None,
-              data: loading.Data | None = None, progress: bool | None = None) -> dict:
+              data: loading.Data | None = None, progress: bool | None = None,
+              types: Sequence[str] | None = None, edition: str | None = None) -> dict:
     """Train one group's members together, evaluate them, write ``run``; returns the results dict. The run
-    directory is locked for the whole run (a second run on it stops at once)."""
+    directory is locked for the whole run (a second run on it stops at once). ``types``: one detector over these
+    machine types (``edition`` imposed on each when given), evaluated per type into ``run/<type>/``; returns
+    ``{type: results}``."""
     config = group.config
     if progress is not None:
         with config.unlocked():
@@ -71,13 +80,14 @@ def run_group(group: experiment.Group, run: RunDir, stop_after_epoch: int | None
                          f"(kind 'ensemble'); {config.method} runs on one process: drop --distributed")
     run.create()
     with distributed.primary_lock(run.path):  # several processes: process 0 locks and writes the run's files
-        return _run_group_locked(group, run, config, method, stop_after_epoch, data)
+        return _run_group_locked(group, run, config, method, stop_after_epoch, data, types, edition)
 
 
 def _run_group_locked(group: experiment.Group, run: RunDir, config, method: registry.Method,
-                      stop_after_epoch: int | None, data: loading.Data | None) -> dict:
+                      stop_after_epoch: int | None, data: loading.Data | None,
+                      types: Sequence[str] | None = None, edition: str | None = None) -> dict:
     started = time.perf_counter()
-    data = data or loading.load_data(config)
+    data = data or (loading.load_types(config, types, edition) if types else loading.load_data(config))
     loading.resolve_channel(config, data.edition)
     described = [m.describe() for m in group.members]
     continued = workdir.check_resumable(run, config, described)
@@ -111,24 +121,47 @@ def _run_group_locked(group: experiment.Group, run: RunDir, config, method: regi
                     "figures (its own scores stay in scores.csv)", name)
 
     by_path = {c.path: c for c in data.test + data.validation}
-    test_clips = [by_path[p] for p in test.paths]
-    validation_clips = [by_path[p] for p in validation.paths]
     quiet = list({entry["file"]: entry for entry in detector.quiet}.values())
+    extra = dict(detector.extra_results, group=group.name, compiles=detector.compiles,
+                 validation={"criterion": "mean score of the held-out normal training clips"},
+                 **({"supplemental": supplemental} if supplemental else {}), protocol_reason=data.edition_reason)
+    evaluate = lambda machine_type, out, keep: _evaluate(
+        config, group, data, out, machine_type, names, diverged, detector.test_tuned_note,
+        [by_path[p] for p in test.paths], test.values, [by_path[p] for p in validation.paths], validation.values,
+        keep, skipped, quiet, dict(extra, seconds=round(time.perf_counter() - started, 1)))
+    if not types:
+        return evaluate(config.machine_type, run, lambda clip: True)
+    # one detector over every type: each type's figures, from its own clips and held-out normals
+    return {machine_type: evaluate(machine_type, RunDir(run.file(machine_type)).create(),
+                                   lambda clip, t=machine_type: clip.machine_type == t) for machine_type in types}
+
+
+def _evaluate(config, group, data, run: RunDir, machine_type: str, names, diverged, test_tuned_note: str,
+              test_clips: list, test_values, validation_clips: list, validation_values, keep, skipped, quiet,
+              extra: dict) -> dict:
+    """The results of the test and held-out clips that ``keep(clip)`` selects (all of them, or one machine type's
+    of a joint run), written to ``run``."""
+    test_index = [i for i, c in enumerate(test_clips) if keep(c)]
+    validation_index = [i for i, c in enumerate(validation_clips) if keep(c)]
+    test_clips, validation_clips = [test_clips[i] for i in test_index], [validation_clips[i] for i in validation_index]
+    test_values, validation_values = test_values[:, test_index], validation_values[:, validation_index]
+    every_clip = data.fit + data.validation + data.test
+    own, known = {c.path for c in every_clip if keep(c)}, {c.path for c in every_clip}
+    files = [c.path for c in test_clips]
     results = run_results(
-        method=config.method, machine_type=config.machine_type, data_dir=os.path.abspath(data.test_data_dir),
-        edition=data.edition, threshold_settings=config.threshold, test_clips=test_clips, test_scores=test.values,
-        validation_clips=validation_clips, validation_scores=validation.values, members=group.members,
-        member_names=names, diverged=diverged, skipped_files=skipped, test_tuned_note=detector.test_tuned_note,
-        extra=dict(detector.extra_results, group=group.name, compiles=detector.compiles,
-                   validation={"num_clips": len(validation.paths),
-                               "criterion": "mean score of the held-out normal training clips"},
-                   quiet_clips=quiet, **({"supplemental": supplemental} if supplemental else {}),
-                   seconds=round(time.perf_counter() - started, 1), protocol_reason=data.edition_reason))
+        method=config.method, machine_type=machine_type, data_dir=os.path.abspath(data.test_data_dir),
+        edition=data.edition, threshold_settings=config.threshold, test_clips=test_clips, test_scores=test_values,
+        validation_clips=validation_clips, validation_scores=validation_values, members=group.members,
+        member_names=names, diverged=diverged, test_tuned_note=test_tuned_note,
+        skipped_files=[entry for entry in skipped if entry["file"] in own or entry["file"] not in known],
+        extra=dict(extra, validation=dict(extra["validation"], num_clips=len(validation_clips)),
+                   quiet_clips=[entry for entry in quiet if entry["file"] in own]))
     if distributed.is_primary():
-        report.write_run_outputs(run, results, files=test.paths, machine_ids=[c.machine_id for c in test_clips],
-                                 labels=[c.label for c in test_clips], member_scores=test.values, member_names=names,
-                                 validation=(validation.paths, [c.machine_id for c in validation_clips],
-                                             validation.values, [c.domain for c in validation_clips]),
+        report.write_run_outputs(run, results, files=files, machine_ids=[c.machine_id for c in test_clips],
+                                 labels=[c.label for c in test_clips], member_scores=test_values, member_names=names,
+                                 validation=([c.path for c in validation_clips],
+                                             [c.machine_id for c in validation_clips], validation_values,
+                                             [c.domain for c in validation_clips]),
                                  sections=[c.section for c in test_clips], domains=[c.domain for c in test_clips],
                                  attributes=[c.attributes for c in test_clips])
     print(tables.format_table(results))
@@ -143,7 +176,13 @@ SUPPLEMENTAL_SETTINGS = ("auto", "none")
 
 def _with_supplemental(config, method: registry.Method, data: loading.Data) -> tuple[list, dict]:
     """(the clips the method trains on, what the results say of the supplemental clips): the fit clips, plus the
-    supplemental kinds the method declares when ``supplemental=auto``. Nothing to say without such clips."""
+    supplemental kinds the method declares when ``supplemental=auto``. Nothing to say without such clips.
+
+    "machine": the clean machine recordings, as normal training clips. "noise": augmentation, one mixture per
+    noise-only clip (:func:`asd_jax.data.mixing.noise_mixtures`): a random fit clip of the noise clip's type (and
+    section) plus the noise at a random SNR in ``supplemental_noise_snr_db`` (default -5 to 5 dB), read at the
+    run's feature rate, duration and channel, seeded by ``data_seed`` and cached. ``used["noise"]`` counts the
+    mixtures made; noise clips that could not be mixed are in ``skipped``."""
     setting = config.get("supplemental", "auto")
     if setting not in SUPPLEMENTAL_SETTINGS:
         raise ValueError(f"supplemental={setting!r}: choose one of {', '.join(SUPPLEMENTAL_SETTINGS)}")
@@ -151,11 +190,29 @@ def _with_supplemental(config, method: registry.Method, data: loading.Data) -> t
         return data.fit, {}
     kinds = method.supplemental if setting == "auto" else ()
     found = {kind: sum(c.kind == kind for c in data.supplemental) for kind in ("machine", "noise")}
-    added = [clip for kind in kinds for clip in data.supplemental_clips(kind)]
+    added = [clip for kind in kinds if kind != "noise" for clip in data.supplemental_clips(kind)]
     used = {kind: found[kind] if kind in kinds else 0 for kind in found}
+    extra, notes = {}, []
+    if "noise" in kinds and found["noise"]:
+        from asd_jax.data import mixing
+
+        noise = [c for c in data.supplemental if c.kind == "noise"]
+        types = {c.machine_type for c in noise}
+        features = loading.feature_config(config)
+        snr_db = mixing.parse_snr_range(config.get("supplemental_noise_snr_db", None))
+        mixtures, skipped = mixing.noise_mixtures(
+            [c for c in data.fit if c.machine_type in types], noise, count=len(noise), snr_db=snr_db,
+            seed=config.get("data_seed", 0), sample_rate=features.sample_rate, duration_s=features.duration_s,
+            cache_root=config.cache_dir or None, progress=config.get("progress", True), channel=features.channel)
+        added += mixtures
+        used["noise"] = len(mixtures)
+        extra = {"noise_snr_db": list(snr_db), **({"skipped": skipped} if skipped else {})}
+        notes.append(f"{len(mixtures)} noise mixtures at {snr_db[0]:g} to {snr_db[1]:g} dB SNR"
+                     + (f", {len(skipped)} noise/clean files skipped" if skipped else ""))
     print(f"supplemental clips: {found['machine']} machine, {found['noise']} noise found; "
-          + (f"{len(added)} added to the training clips" if added else f"{config.method} trains on none"))
-    return data.fit + added, {"found": found, "used": used, "setting": setting}
+          + (f"{len(added)} added to the training clips" if added else f"{config.method} trains on none")
+          + (f" ({'; '.join(notes)})" if notes else ""))
+    return data.fit + added, {"found": found, "used": used, "setting": setting, **extra}
 
 
 def _describe_members(group: experiment.Group) -> str:

@@ -55,6 +55,11 @@ def test_every_type_of_the_world_in_one_run_and_its_official_scores_recompute(tm
     config.machine_type = "all"
     config.val_fraction = 0.25  # one held-out normal per domain
     summary = pipeline.train_and_evaluate(config)
+    _check_recomputes(workdir, summary)
+
+
+def _check_recomputes(workdir: str, summary: dict) -> None:
+    """Each type's official score, and the one over all types, recompute from each type's scores.csv."""
     assert summary["protocol"] == "dcase2025" and summary["machine_types"] == ["fan", "slider", "valve"]
     every_figure = []
     for machine_type in ("fan", "slider", "valve"):
@@ -71,6 +76,35 @@ def test_every_type_of_the_world_in_one_run_and_its_official_scores_recompute(tm
     assert summary["official_score"] == pytest.approx(float(hmean(every_figure)), abs=1e-9)
     with open(os.path.join(workdir, "summary.json")) as handle:
         assert json.load(handle)["official_score"] == pytest.approx(summary["official_score"])
+
+
+def test_one_id_classifier_over_every_type_reports_each_types_figures_that_recompute(tmp_path):
+    """types=joint: one model (one compiled program, one set of checkpoints in the work directory) whose classes are
+    type x section x attributes over every type; each type's figures in its own folder recompute from its
+    scores.csv, and the supplemental clips (clean and noise mixtures) are trained on."""
+    root = str(tmp_path / "world")
+    W.generate_world(root, TINY_WORLD, num_workers=1, progress=False)
+    workdir = str(tmp_path / "run")
+    config = tiny_config("id_classifier", root, workdir, str(tmp_path / "cache"), epochs=1)
+    config.machine_type = "all"
+    config.val_fraction = 0.25
+    summary = pipeline.train_and_evaluate(config)
+    assert summary["joint"]
+    _check_recomputes(workdir, summary)
+    with open(os.path.join(workdir, "classes.json")) as handle:
+        saved = json.load(handle)
+    assert saved["joint"] and saved["units"] == ["fan/00", "slider/00", "valve/00"]
+    assert {c.split("/")[0] for c in saved["classes"]} == {"fan", "slider", "valve"}
+    assert all("|" in c for c in saved["classes"]) and len(saved["classes"]) > 3  # attribute combinations
+    assert os.path.isdir(os.path.join(workdir, "checkpoints"))
+    for machine_type in ("fan", "slider", "valve"):
+        assert not os.path.exists(os.path.join(workdir, machine_type, "checkpoints"))
+        with open(os.path.join(workdir, machine_type, "results.json")) as handle:
+            results = json.load(handle)
+        assert results["compiles"] == 1 and results["classes"]["joint"]
+        assert results["supplemental"]["used"] == {"machine": 3, "noise": 3}  # every type's, in the one model
+    with open(os.path.join(workdir, "summary.md")) as handle:
+        assert "One detector over every machine type" in handle.read()
 
 
 def test_supplemental_clips_are_counted_and_added_for_a_method_that_declares_them(tmp_path):

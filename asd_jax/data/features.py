@@ -1,4 +1,10 @@
-"""Log-mel features as the DCASE 2020 baseline computes them, and their on-disk cache.
+"""Log-mel features as the DCASE 2020 baseline computes them, whole-clip log magnitude spectra (the spectrum branch
+of the id classifier), and their on-disk caches.
+
+Both kinds share one mechanism (:class:`_FrontEnd`): clips are decoded by :func:`asd_jax.data.audio.load_clip`, a
+clip that cannot be read is skipped and listed, extraction runs over a process pool, and the result is cached as one
+float32 array plus an index (an :class:`asd_jax.fileio.CacheEntry` under its own kind folder) with the same file
+lock and checksums.
 
 Every clip's level (:func:`asd_jax.data.audio.level_dbfs`) is measured while it is decoded and kept in the cache
 index, so silent and near-silent clips (a dead microphone) are reported by name on every run, cache hits included.
@@ -8,12 +14,13 @@ from __future__ import annotations
 
 import concurrent.futures
 import dataclasses
+import functools
 import itertools
 import logging
 import multiprocessing
 import os
 import zlib
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 
 import numpy as np
 
@@ -62,20 +69,92 @@ def log_mel(wave: np.ndarray, config: FeatureConfig = FeatureConfig()) -> np.nda
     return (10.0 * np.log10(mel + config.eps)).T.astype(np.float32)
 
 
-# ----------------------------------------------------------------------------------------------------------------------
-# On-disk cache (an asd_jax.fileio.CacheEntry): one float32 array [clips, frames, mels] read back as a memory map,
-# plus the JSON index.
+SPECTRUM_EPS = 1e-8
+"""Added to the pooled magnitude before the log: -160 dB relative to full scale, so a silent clip gives finite
+values (log(1e-8) = -18.4) far below any real recording's spectrum."""
 
-_CACHE_VERSION = 1
+
+def _check_pool(pool: int) -> int:
+    """``pool`` as an int, or ValueError naming the setting it comes from."""
+    if isinstance(pool, bool) or not isinstance(pool, (int, np.integer)) or pool < 1:
+        raise ValueError(f"id_classifier.spectrum_pool must be an integer >= 1 (adjacent spectrum bins averaged), "
+                         f"got {pool!r}")
+    return int(pool)
+
+
+def _pooled_bins(samples: int, pool: int) -> int:
+    bins = (samples // 2 + 1) // _check_pool(pool)
+    if bins < 1:
+        raise ValueError(f"id_classifier.spectrum_pool={pool} is larger than the {samples // 2 + 1} spectrum bins of a "
+                         f"{samples}-sample clip")
+    return bins
+
+
+def spectrum_bins(config: FeatureConfig, pool: int) -> int:
+    """Length S of a clip's pooled spectrum: (samples // 2 + 1) // pool, samples = round(duration_s * sample_rate)
+    (80000 for 10 s at 16 kHz and pool 1; bins are sample_rate / samples = 0.1 Hz apart, times ``pool``)."""
+    return _pooled_bins(int(round(config.duration_s * config.sample_rate)), pool)
+
+
+def log_spectrum(wave: np.ndarray, pool: int) -> np.ndarray:
+    """[samples] float32 -> [S] float32: the natural log of the mean of ``pool`` adjacent magnitude bins plus
+    :data:`SPECTRUM_EPS`, S = (samples // 2 + 1) // pool (the remainder bins at the top are dropped).
+
+    The magnitude is ``|rfft(wave)| / samples`` (float64 FFT), i.e. relative to full scale and independent of the
+    clip length: a full-scale sine (amplitude 1) on a bin reads 0.5 there, a DC offset of 1 reads 1 at bin 0.
+    Pooled bin k covers frequencies [k * pool, (k + 1) * pool) * sample_rate / samples.
+    """
+    wave = np.asarray(wave)
+    bins = _pooled_bins(len(wave), pool)
+    magnitude = np.abs(np.fft.rfft(np.asarray(wave, np.float64))) / len(wave)
+    pooled = magnitude[: bins * pool].reshape(bins, pool).mean(axis=1)
+    return np.log(pooled + SPECTRUM_EPS).astype(np.float32)
+
+
+# ----------------------------------------------------------------------------------------------------------------------
+# On-disk caches (asd_jax.fileio.CacheEntry): one float32 array [clips, *row shape] read back as a memory map, plus
+# the JSON index. Log-mel entries live under <root>/features, spectra under <root>/spectra.
+
+_CACHE_VERSION = 1  # log-mel
+_SPECTRUM_CACHE_VERSION = 1
 _DATA_FILE = "features.f32"
+
+
+@dataclasses.dataclass(frozen=True)
+class _FrontEnd:
+    """What one kind of features is: the cache folder (``kind``), the cache version and settings (the key, and the
+    index's ``"config"``), the shape of one clip's features, and ``transform``, wave -> features (picklable: it
+    runs in spawned worker processes)."""
+
+    kind: str
+    version: int
+    settings: dict
+    row_shape: tuple[int, ...]
+    transform: Callable[[np.ndarray], np.ndarray]
+
+
+def _log_mel_front_end(config: FeatureConfig) -> _FrontEnd:
+    return _FrontEnd("features", _CACHE_VERSION, dataclasses.asdict(config), (config.num_frames, config.n_mels),
+                     functools.partial(log_mel, config=config))
+
+
+def _spectrum_front_end(config: FeatureConfig, pool: int) -> _FrontEnd:
+    bins = spectrum_bins(config, pool)
+    settings = {"sample_rate": config.sample_rate, "duration_s": config.duration_s, "channel": config.channel,
+                "pool": int(pool), "eps": SPECTRUM_EPS, "log": "natural", "magnitude": "abs(rfft)/samples"}
+    return _FrontEnd("spectra", _SPECTRUM_CACHE_VERSION, settings, (bins,),
+                     functools.partial(log_spectrum, pool=int(pool)))
 
 
 @dataclasses.dataclass
 class FeatureSet:
-    """Log-mel features of the clips that loaded, in clip order, the clips that were skipped, and the loaded clips
-    that are silent or near-silent (still in ``features``: they are reported, not dropped)."""
+    """Features of the clips that loaded, in clip order, the clips that were skipped, and the loaded clips that are
+    silent or near-silent (still in ``features``: they are reported, not dropped).
 
-    features: np.ndarray  # [num_clips, frames, n_mels] float32, usually a read-only memory map
+    ``features`` is [num_clips, frames, n_mels] from :func:`extract_features`, [num_clips, S] from
+    :func:`extract_spectra`."""
+
+    features: np.ndarray  # float32, usually a read-only memory map
     paths: list[str]
     skipped: list[dict]  # {"file": path, "error": message}
     cache_dir: str | None = None
@@ -84,13 +163,14 @@ class FeatureSet:
     quiet: list[dict] = dataclasses.field(default_factory=list)  # {"file", "dbfs" (None: constant), "problem"}
 
 
-def _extract(path: str, config: FeatureConfig) -> tuple[np.ndarray | None, float | None, str | None]:
-    """Worker: (log-mel, level in dBFS or None when constant, None) or (None, None, error message). Never raises
-    for a bad clip; a :class:`~asd_jax.data.audio.ChannelError` (``config.channel`` names a channel the file lacks)
-    is a setting that does not fit the data and is raised."""
+def _extract(path: str, config: FeatureConfig, transform: Callable[[np.ndarray], np.ndarray]
+             ) -> tuple[np.ndarray | None, float | None, str | None]:
+    """Worker: (``transform`` of the clip, level in dBFS or None when constant, None) or (None, None, error
+    message). Never raises for a bad clip; a :class:`~asd_jax.data.audio.ChannelError` (``config.channel`` names a
+    channel the file lacks) is a setting that does not fit the data and is raised."""
     try:
         wave, dbfs = load_clip(path, config.sample_rate, config.duration_s, config.channel)
-        return log_mel(wave, config), (dbfs if np.isfinite(dbfs) else None), None
+        return transform(wave), (dbfs if np.isfinite(dbfs) else None), None
     except ChannelError:
         raise
     except AudioError as error:
@@ -162,19 +242,49 @@ def extract_features(
     (a file lock beside it): a concurrent caller of the same clips (another run, or another process of a
     ``--distributed`` run) waits and then reads what it built.
     """
+    return _extract_cached(paths, config, _log_mel_front_end(config), cache_root, num_workers, progress, verify,
+                           description)
+
+
+def extract_spectra(
+    paths: Sequence[str],
+    config: FeatureConfig = FeatureConfig(),
+    pool: int = 1,
+    cache_root: str | None = None,
+    num_workers: int | None = None,
+    progress: bool = True,
+    verify: str = "sample",
+    description: str = "spectrum",
+) -> FeatureSet:
+    """Like :func:`extract_features`, but each clip's features are its whole-clip log magnitude spectrum
+    (:func:`log_spectrum` with ``pool``): ``FeatureSet.features`` is [N, S], S = :func:`spectrum_bins`.
+
+    Clips are decoded exactly as for log-mel (``config.sample_rate``, ``duration_s``, ``channel``; the mel fields of
+    ``config`` are unused and not part of the cache key), so the same clips are skipped, with the same errors, and
+    the same quiet clips reported. Cached under ``<cache root>/spectra``, keyed on the clips, the decoding settings
+    and ``pool``. ``pool`` < 1: ValueError naming ``id_classifier.spectrum_pool``.
+    """
+    return _extract_cached(paths, config, _spectrum_front_end(config, pool), cache_root, num_workers, progress,
+                           verify, description)
+
+
+def _extract_cached(paths: Sequence[str], config: FeatureConfig, front_end: _FrontEnd, cache_root: str | None,
+                    num_workers: int | None, progress: bool, verify: str, description: str) -> FeatureSet:
+    """``front_end``'s features of ``paths``: from its cache entry when valid, else built (under the entry's lock)."""
     paths = [str(p) for p in paths]
+    build = functools.partial(_build, paths, config, front_end, num_workers=num_workers, progress=progress,
+                              verify=verify, description=description)
     if cache_root == "":
-        return _build(paths, config, None, num_workers, progress, verify, description)
-    key = fileio.cache_key(paths, {"version": _CACHE_VERSION, "config": dataclasses.asdict(config)})
-    entry = fileio.CacheEntry.under(fileio.cache_root(cache_root), "features", key)
-    return entry.load_or_build(lambda: _load_cached(entry, verify),
-                               lambda: _build(paths, config, entry, num_workers, progress, verify, description))
+        return build(None)
+    key = fileio.cache_key(paths, {"version": front_end.version, "config": front_end.settings})
+    entry = fileio.CacheEntry.under(fileio.cache_root(cache_root), front_end.kind, key)
+    return entry.load_or_build(lambda: _load_cached(entry, verify), lambda: build(entry))
 
 
-def _build(paths: list[str], config: FeatureConfig, entry: fileio.CacheEntry | None, num_workers: int | None,
-           progress: bool, verify: str, description: str) -> FeatureSet:
+def _build(paths: list[str], config: FeatureConfig, front_end: _FrontEnd, entry: fileio.CacheEntry | None,
+           num_workers: int | None, progress: bool, verify: str, description: str) -> FeatureSet:
     """Extract ``paths`` into the cache ``entry`` (None: in memory)."""
-    shape = (len(paths), config.num_frames, config.n_mels)
+    shape = (len(paths), *front_end.row_shape)
     if entry is not None:
         entry.clear(_DATA_FILE)  # the index goes first: a half-written cache is never valid
         data_path = entry.file(_DATA_FILE)
@@ -183,7 +293,8 @@ def _build(paths: list[str], config: FeatureConfig, entry: fileio.CacheEntry | N
         output = np.empty(shape, np.float32)
 
     kept, skipped, levels = [], [], []
-    for path, (features, dbfs, error) in zip(paths, _map_extract(paths, config, num_workers, progress, description)):
+    results = _map_extract(paths, config, front_end.transform, num_workers, progress, description)
+    for path, (features, dbfs, error) in zip(paths, results):
         if error is not None:
             log.warning("skipping clip: %s", error)
             skipped.append({"file": path, "error": error})
@@ -203,13 +314,13 @@ def _build(paths: list[str], config: FeatureConfig, entry: fileio.CacheEntry | N
         os.truncate(data_path, int(np.prod(final_shape)) * 4)
     features = np.memmap(data_path, dtype=np.float32, mode="r", shape=final_shape) if kept else \
         np.zeros(final_shape, np.float32)
-    entry.write_index({"shape": list(final_shape), "config": dataclasses.asdict(config), "paths": kept,
+    entry.write_index({"shape": list(final_shape), "config": front_end.settings, "paths": kept,
                        "skipped": skipped, "levels": levels, "checksum": fileio.sampled_checksum(features),
                        "full_crc": zlib.crc32(features.tobytes()) if verify == "full" else None})
     return FeatureSet(features, kept, skipped, entry.directory, cache_hit=False, levels=levels, quiet=quiet)
 
 
-def _map_extract(paths, config, num_workers, progress, description):
+def _map_extract(paths, config, transform, num_workers, progress, description):
     """(features, level, error) per path in order, over a pool of processes (spawned: the parent may hold JAX
     threads)."""
     workers = min(num_workers or os.cpu_count() or 1, max(len(paths), 1))
@@ -217,13 +328,14 @@ def _map_extract(paths, config, num_workers, progress, description):
     try:
         if workers <= 1 or len(paths) < 8:
             for path in paths:
-                result = _extract(path, config)
+                result = _extract(path, config, transform)
                 bar.update()  # before the yield: the consumer may stop right after the last result
                 yield result
             return
         context = multiprocessing.get_context("spawn")
         with concurrent.futures.ProcessPoolExecutor(workers, mp_context=context) as pool:
-            for result in pool.map(_extract, paths, itertools.repeat(config), chunksize=8):
+            for result in pool.map(_extract, paths, itertools.repeat(config), itertools.repeat(transform),
+                                   chunksize=8):
                 bar.update()
                 yield result
     finally:

@@ -8,6 +8,7 @@ several (:func:`machine_types`), each run on its own. Like the rest of :mod:`asd
 from __future__ import annotations
 
 import copy
+from collections.abc import Sequence
 import dataclasses
 import json
 import logging
@@ -104,14 +105,27 @@ def synthesize(config) -> dict:
     return _generate(config, config.data_dir)
 
 
+HELDOUT_WANTED = 20  # held-out clips a threshold wants (evaluate.thresholds.MIN_HELDOUT says why)
+HELDOUT_MAX_SHARE = 6  # ... taken from at most a sixth of a group's clips
+
+
+def holdout_count(size: int, fraction: float) -> int:
+    """How many of a group's ``size`` normal training clips are held out: ``fraction`` of them, raised towards the
+    20 clips a threshold wants (:data:`HELDOUT_WANTED`) as long as that leaves five sixths to train on (120 clips:
+    20, not 12; 60 clips: 10; 20 clips: 3). A group of one clip keeps it."""
+    if size <= 1:
+        return 0
+    return max(int(round(fraction * size)), min(HELDOUT_WANTED, size // HELDOUT_MAX_SHARE))
+
+
 def holdout(clips: list[dcase.Clip], fraction: float, seed: int) -> tuple[list[dcase.Clip], list[dcase.Clip]]:
-    """(fit, validation): a seeded ``fraction`` of each machine id's (section's) normal training clips is held out,
-    per domain where clips have one, so that each domain can get its own threshold."""
+    """(fit, validation): a seeded share of each machine id's (section's) normal training clips is held out
+    (:func:`holdout_count`), per domain where clips have one, so that each domain can get its own threshold."""
     fit, validation = [], []
     rng = np.random.default_rng(seed)
     for machine_id, domain in sorted({(c.machine_id, c.domain or "") for c in clips}):
         group = [c for c in clips if c.machine_id == machine_id and (c.domain or "") == domain]
-        count = int(round(fraction * len(group))) if len(group) > 1 else 0
+        count = holdout_count(len(group), fraction) if fraction > 0 else 0
         chosen = set(rng.permutation(len(group))[:count].tolist())
         for index, clip in enumerate(group):
             (validation if index in chosen else fit).append(clip)
@@ -179,6 +193,27 @@ def find_data(config, data_dir: str | None = None) -> tuple[dcase.ClipList, dcas
                                                    config.machine_type, channels=channels,
                                                    supplemental=found.supplemental or test_found.supplemental)
     return found, test_found, edition or "dcase2020", reason
+
+
+def load_types(config, types: Sequence[str], edition: str | None = None) -> Data:
+    """The clips of several machine types as one :class:`Data` (one model over every type): each type's clips as
+    :func:`load_data` finds them (``edition`` imposed on every type when given), concatenated."""
+    parts = []
+    for machine_type in types:
+        type_config = copy.deepcopy(config)
+        with type_config.unlocked():
+            type_config.machine_type = machine_type
+            if edition:
+                type_config.dcase_edition = edition
+        parts.append(load_data(type_config))
+    editions = sorted({part.edition for part in parts})
+    if len(editions) != 1:
+        raise dcase.DatasetError(f"the machine types {', '.join(types)} are of different DCASE editions "
+                                 f"({', '.join(editions)}): pass --config.dcase_edition to score them alike")
+    first = parts[0]
+    joined = lambda field: [item for part in parts for item in getattr(part, field)]
+    return Data(first.data_dir, first.test_data_dir, joined("fit"), joined("validation"), joined("test"),
+                joined("unmatched"), first.edition, first.edition_reason, data_key(config), joined("supplemental"))
 
 
 def load_data(config) -> Data:

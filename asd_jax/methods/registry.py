@@ -18,9 +18,12 @@ from __future__ import annotations
 import dataclasses
 from collections.abc import Callable
 
+import jax
 import jax.numpy as jnp
 import ml_collections
 
+from asd_jax.data import features as features_lib
+from asd_jax.data import loading
 from asd_jax.methods.base import Detector
 from asd_jax.methods.classifier import ClassifierDetector
 from asd_jax.methods.clip_vectors import KNNVectorDetector, OCSVMDetector
@@ -65,10 +68,15 @@ class Method:
 
     For ``kind="clip_vector"``: ``vector_source`` is where its clip vectors come from ("vggish" or "logmel").
 
+    ``clip_inputs(config)`` names per-clip arrays a method reads beside its windows and their shapes (the id
+    classifier's whole-clip spectra); ``joint_types(section)`` says whether a run over several machine types trains
+    one model over all of them (:mod:`asd_jax.every_type`).
+
     ``supplemental`` names the DCASE 2025 supplemental clips the method trains on when the data has them and
-    ``--config.supplemental=auto``: "machine" adds the clean machine recordings to its normal training clips. No
-    built-in method takes them yet (clean recordings without the background shift what "normal" sounds like); a
-    method that takes the noise-only clips as augmentation would declare "noise"."""
+    ``--config.supplemental=auto``: "machine" adds the clean machine recordings to its normal training clips (clean
+    recordings without the background shift what "normal" sounds like); "noise" uses the noise-only recordings as
+    augmentation, one extra normal training clip per noise clip, a training clip mixed with it at a random SNR
+    (:func:`asd_jax.data.mixing.noise_mixtures`, from ``asd_jax.pipeline._with_supplemental``)."""
 
     name: str
     summary: str
@@ -86,7 +94,26 @@ class Method:
     cpu_member_map: str = "map"  # member_map="auto" on one CPU: map (recurrent, CNN) or vmap (dense_ae)
     vector_source: str | None = None
     test_settings: dict = dataclasses.field(default_factory=dict)
-    supplemental: tuple[str, ...] = ()  # the DCASE 2025 supplemental kinds it trains on: "machine" (extra normals)
+    supplemental: tuple[str, ...] = ()  # DCASE 2025 supplemental kinds it trains on: "machine", "noise" (mixtures)
+    clip_inputs: Callable[[ml_collections.ConfigDict], dict[str, tuple[int, ...]]] | None = None
+    joint_types: Callable[[ml_collections.ConfigDict], bool] | None = None
+
+    def stand_in_clip_data(self, config: ml_collections.ConfigDict, num_clips: int, seed: int = 0):
+        """Per-clip data of a stand-in training set (the benchmark's): zero class labels for a method with
+        ``labels``, plus random arrays of the shapes ``clip_inputs(config)`` names (e.g. each clip's spectrum);
+        None for a method without either."""
+        shapes = self.clip_inputs(config) if self.clip_inputs else {}
+        labels = jnp.zeros(num_clips, jnp.int32) if self.labels else None
+        if not shapes:
+            return labels
+        keys = jax.random.split(jax.random.PRNGKey(seed), len(shapes))
+        data = {name: jax.random.normal(key, (num_clips, *shape)) for key, (name, shape) in zip(keys, shapes.items())}
+        return {**({"labels": labels} if labels is not None else {}), **data}
+
+    def trains_types_jointly(self, config: ml_collections.ConfigDict) -> bool:
+        """Whether a run over several machine types trains one model on all of them (``joint_types``) rather than
+        one per type."""
+        return bool(self.joint_types and self.joint_types(config[self.section]))
 
     def __post_init__(self):
         if self.kind not in KINDS:
@@ -95,10 +122,10 @@ class Method:
         if self.kind == "ensemble" and any(field is None for field in ensemble_fields):
             raise ValueError(f"method {self.name!r}: an ensemble method needs build_model, window_length, "
                              "flops_per_window and errors")
-        unknown = sorted(set(self.supplemental) - {"machine"})
+        unknown = sorted(set(self.supplemental) - {"machine", "noise"})
         if unknown:
-            raise ValueError(f"method {self.name!r}: supplemental kinds {unknown} are not taken by any detector "
-                             "yet; declare ('machine',) or ()")
+            raise ValueError(f"method {self.name!r}: supplemental kinds {unknown} are not known; declare any of "
+                             "'machine', 'noise' (or ())")
         if self.kind == "clip_vector" and self.vector_source not in VECTOR_SOURCES:
             raise ValueError(f"method {self.name!r}: a clip-vector method needs vector_source, one of "
                              f"{', '.join(VECTOR_SOURCES)}")
@@ -248,11 +275,17 @@ register(Method("logmel_ocsvm", "per-bin log-mel mean and std -> StandardScaler 
 
 def _classifier_config():  # a machine-id classifier with an angular-margin head (the field's leading family)
     return ml_collections.ConfigDict(dict(
-        frames=64, score_hop=16, channels="16,32,64,128", stem_stride=2, embedding_dim=128,
+        # dual: a spectrogram branch (2-D CNN over log-mel windows of `frames` frames) and a spectrum branch (1-D
+        # convolutions over the whole clip's log magnitude spectrum, FFT bins pooled by spectrum_pool); or one of them
+        frontend="dual", frames=64, score_hop=16, channels="16,32,64,128", stem_stride=2, embedding_dim=128,
+        spectrum_pool=2, spectrum_kernel=256, spectrum_stride=64, spectrum_channels="16,32,64,128",
         conv="auto",  # auto: convolutions as im2col matmuls on a CPU (much faster there), XLA's elsewhere
-        loss="arcface", margin=0.5, scale=30.0, subclusters=1,  # ArcFace's m and s; adacos sets s itself
+        # adacos with subclusters > 1: sub-cluster AdaCos; arcface: ArcFace's margin m and scale s; adaproj: AdaProj
+        # (subclusters: each class's subspace dimension); adacos and adaproj set s themselves
+        loss="adacos", margin=0.5, scale=30.0, subclusters=16,
         centres="trainable",  # or fixed (the class / sub-cluster centres stay at their random start)
-        classes="auto", knn_k=1,  # auto: unit x attributes where clips have them, else unit
+        types="joint",  # machine_type=all (or a list): one model over every type ("joint") or one per type
+        classes="auto", knn_k=1,  # auto: type x unit x attributes where clips have them, else type x unit
         # knn | knn_domain | kmeans | smote | knn_rescale (asd_jax.methods.backends) or neg_log_prob;
         # score_normalise: standardise each unit's scores by its training clips' leave-one-out scores
         backend="knn", score_normalise=False,
@@ -270,7 +303,13 @@ register(Method(
     errors=id_classifier.classifier_errors,
     init_inputs=lambda sample: {"frames": sample["windows"], "train": False},
     labels="class",
-    test_settings={"frames": 8, "score_hop": 4, "channels": "4,8", "embedding_dim": 8}))
+    clip_inputs=lambda config: ({"spectra": (features_lib.spectrum_bins(
+        loading.feature_config(config), int(config.id_classifier.spectrum_pool)),)}
+        if config.id_classifier.frontend in ("dual", "spectrum") else {}),
+    joint_types=lambda section: section.types == "joint",
+    supplemental=("machine", "noise"),  # 2025: clean clips as normal data, noise-only clips mixed in
+    test_settings={"frames": 8, "score_hop": 4, "channels": "4,8", "embedding_dim": 8, "subclusters": 2,
+                   "spectrum_channels": "4,8", "spectrum_kernel": 64, "spectrum_stride": 32, "spectrum_pool": 8}))
 
 
 def _knn_config():  # clip vectors -> (StandardScaler) -> per-unit cosine kNN

@@ -14,7 +14,16 @@ Losses (``loss``):
   ``theta_med`` the median target angle. It lives in the ``batch_stats`` collection (updated in training, frozen
   when scoring), starting from the fixed AdaCos scale ``sqrt(2) * log(C - 1)``. With ``subclusters > 1`` it is
   sub-cluster AdaCos (Wilkinghoff 2021): a class's probability is the sum over its sub-clusters' softmax
-  probabilities.
+  probabilities;
+* ``adaproj`` (Wilkinghoff 2024): each class is the subspace spanned by its ``subclusters`` centres; a window's
+  similarity to a class is the cosine between its embedding and the embedding's projection onto that subspace (the
+  norm of the projection of the normalised embedding), scaled as in AdaCos.
+
+Frontends (``frontend``): ``spectrogram``, a 2-D residual CNN over log-mel windows of ``frames`` frames (the whole
+clip when ``frames`` is its frame count); ``spectrum``, 1-D convolutions over the log magnitude spectrum of the whole
+clip (one FFT over all its samples: 0.1 Hz bins for 10 s, pooled by ``spectrum_pool``), which keeps the fine
+frequency resolution tonal faults live in; ``dual``, both, their embeddings concatenated (Wilkinghoff's dual-branch
+systems, DCASE 2021-2024).
 """
 
 from __future__ import annotations
@@ -27,9 +36,12 @@ import jax
 import jax.numpy as jnp
 from flax import linen as nn
 
-LOSSES = ("arcface", "adacos")
+LOSSES = ("arcface", "adacos", "adaproj")
+FRONTENDS = ("dual", "spectrogram", "spectrum")
+CLIP_SAMPLES = 160_000  # the clip the FLOPs count assumes for the spectrum branch: 10 s at 16 kHz
 CLASS_MODES = ("auto", "unit", "unit_attributes")
 CENTRES = ("trainable", "fixed")
+TYPE_MODES = ("joint", "separate")  # machine_type=all: one model over every type, or one per type
 CONVS = ("auto", "patches", "xla")  # auto: patches on a CPU, XLA's convolution elsewhere (see Conv)
 BENCHMARK_CLASSES = 4  # classes of the model the benchmark times (the default synthetic set's machine ids)
 
@@ -89,18 +101,20 @@ class Conv(nn.Module):
 
 
 class ResidualBlock(nn.Module):
-    """conv3x3(stride) -> BN -> ReLU -> conv3x3 -> BN, plus a 1x1 projected shortcut when the shape changes."""
+    """conv(stride) -> BN -> ReLU -> conv -> BN, plus a 1x1 projected shortcut when the shape changes; 3x3 kernels
+    (``kernel=(3, 1)``: the 1-D block of the spectrum branch, whose inputs are [B, positions, 1, C])."""
 
     channels: int
     stride: int = 1
     patches: bool = False
+    kernel: tuple[int, int] = (3, 3)
 
     @nn.compact
     def __call__(self, x: jax.Array, train: bool) -> jax.Array:
         norm = lambda: nn.BatchNorm(use_running_average=not train, momentum=0.9, epsilon=1e-5)
-        y = Conv(self.channels, (3, 3), self.stride, self.patches)(x)
+        y = Conv(self.channels, self.kernel, self.stride, self.patches)(x)
         y = nn.relu(norm()(y))
-        y = norm()(Conv(self.channels, (3, 3), 1, self.patches)(y))
+        y = norm()(Conv(self.channels, self.kernel, 1, self.patches)(y))
         if x.shape[-1] != self.channels or self.stride != 1:
             x = norm()(Conv(self.channels, (1, 1), self.stride, self.patches)(x))
         return nn.relu(x + y)
@@ -130,8 +144,57 @@ class ConvEmbedder(nn.Module):
         return nn.Dense(self.embedding_dim, use_bias=False)(x)
 
 
+def strided_conv1d(x: jax.Array, kernel: jax.Array, stride: int) -> jax.Array:
+    """A "VALID" 1-D convolution whose kernel is a whole number of strides long, as one matmul: x [B, L, C_in],
+    kernel [k, C_in, C_out] (k = m * stride) -> [B, L // stride - m + 1, C_out]. The signal is cut into frames of
+    ``stride`` samples, each output position reads ``m`` consecutive frames: m slices instead of im2col's k."""
+    k, c_in, c_out = kernel.shape
+    if k % stride:
+        raise ValueError(f"id_classifier.spectrum_kernel ({k}) must be a multiple of spectrum_stride ({stride})")
+    batch, length, _ = x.shape
+    frames = x[:, :length // stride * stride].reshape(batch, length // stride, stride * c_in)
+    m = k // stride
+    positions = frames.shape[1] - m + 1
+    if positions < 1:
+        raise ValueError(f"the spectrum ({length} bins) is shorter than id_classifier.spectrum_kernel ({k})")
+    patches = jnp.concatenate([frames[:, i:i + positions] for i in range(m)], axis=-1) if m > 1 else frames
+    return patches @ kernel.reshape(k * c_in, c_out)
+
+
+class SpectrumEmbedder(nn.Module):
+    """[B, S] whole-clip log spectra -> [B, embedding_dim] (not normalised): a wide strided 1-D convolution
+    (``kernel`` bins, ``stride`` apart), stride-2 1-D residual blocks, mean over positions, a bias-free linear layer."""
+
+    channels: Sequence[int] = (16, 32, 64, 128)
+    embedding_dim: int = 128
+    kernel: int = 256
+    stride: int = 64
+    patches: bool = False
+
+    @nn.compact
+    def __call__(self, spectra: jax.Array, train: bool) -> jax.Array:
+        weights = self.param("kernel", nn.initializers.lecun_normal(), (self.kernel, 1, self.channels[0]), jnp.float32)
+        x = strided_conv1d(spectra[..., None], weights, self.stride)[:, :, None, :]  # [B, positions, 1, C]
+        x = nn.relu(nn.BatchNorm(use_running_average=not train, momentum=0.9, epsilon=1e-5)(x))
+        for width in self.channels[1:]:
+            x = ResidualBlock(width, stride=2, patches=self.patches, kernel=(3, 1))(x, train)
+        x = jnp.mean(x, axis=(1, 2))
+        return nn.Dense(self.embedding_dim, use_bias=False)(x)
+
+
+def projection_cosines(embeddings: jax.Array, centres: jax.Array, num_classes: int) -> jax.Array:
+    """AdaProj's similarities: [B, D] embeddings and [C * K, D] centres (class-major) -> [B, C], the norm of each
+    normalised embedding's projection onto the span of its class's K centres (the cosine between the embedding and
+    that projection)."""
+    bases = centres.reshape(num_classes, -1, centres.shape[-1]).transpose(0, 2, 1)  # [C, D, K]
+    orthonormal, _ = jnp.linalg.qr(bases)  # [C, D, K]
+    coordinates = jnp.einsum("bd,cdk->bck", l2_normalise(embeddings), orthonormal)
+    return jnp.sqrt(jnp.sum(jnp.square(coordinates), axis=-1) + 1e-12)
+
+
 class IdClassifier(nn.Module):
-    """Embedder + cosine head. ``__call__`` returns (embeddings [B, D], cosines [B, classes * subclusters])."""
+    """Embedder(s) + cosine head. ``__call__(frames [B, T, mels], train, spectra [B, S] or None)`` returns
+    (embeddings [B, D] (2D for ``dual``), cosines [B, classes * subclusters]; [B, classes] for ``projection``)."""
 
     num_classes: int
     channels: Sequence[int] = (16, 32, 64, 128)
@@ -140,6 +203,15 @@ class IdClassifier(nn.Module):
     stem_stride: int = 2
     patches: bool = False  # convolutions as im2col matmuls (see Conv); build_module picks it by backend
     trainable_centres: bool = True  # False: the class (sub-cluster) centres stay at their random start
+    frontend: str = "spectrogram"  # see FRONTENDS
+    spectrum_channels: Sequence[int] = (16, 32, 64, 128)
+    spectrum_kernel: int = 256
+    spectrum_stride: int = 64
+    projection: bool = False  # AdaProj: a class is the span of its centres
+
+    @property
+    def uses_spectra(self) -> bool:
+        return self.frontend in ("dual", "spectrum")
 
     @property
     def adaptive_scale(self) -> bool:
@@ -147,16 +219,29 @@ class IdClassifier(nn.Module):
         return False
 
     @nn.compact
-    def __call__(self, frames: jax.Array, train: bool = False) -> tuple[jax.Array, jax.Array]:
+    def __call__(self, frames: jax.Array, train: bool = False,
+                 spectra: jax.Array | None = None) -> tuple[jax.Array, jax.Array]:
+        if self.frontend not in FRONTENDS:
+            raise ValueError(f"id_classifier.frontend={self.frontend!r}: choose one of {', '.join(FRONTENDS)}")
         if self.adaptive_scale:  # created at init; read and written by the loss (classifier_errors)
             self.variable("batch_stats", "adacos_scale",
                           lambda: jnp.asarray(fixed_adacos_scale(self.num_classes), jnp.float32))
-        embeddings = ConvEmbedder(tuple(self.channels), self.embedding_dim, self.stem_stride,
-                                  self.patches)(frames, train)
+        parts = []
+        if self.frontend in ("dual", "spectrogram"):
+            parts.append(ConvEmbedder(tuple(self.channels), self.embedding_dim, self.stem_stride,
+                                      self.patches)(frames, train))
+        if self.uses_spectra:
+            if spectra is None:  # init: the parameters do not depend on the spectrum's length
+                spectra = jnp.zeros((frames.shape[0], 4 * self.spectrum_kernel), frames.dtype)
+            parts.append(SpectrumEmbedder(tuple(self.spectrum_channels), self.embedding_dim, self.spectrum_kernel,
+                                          self.spectrum_stride, self.patches)(spectra, train))
+        embeddings = jnp.concatenate(parts, axis=-1) if len(parts) > 1 else parts[0]
         centres = self.param("centres", nn.initializers.glorot_uniform(),
-                             (self.num_classes * self.subclusters, self.embedding_dim))
+                             (self.num_classes * self.subclusters, embeddings.shape[-1]))
         if not self.trainable_centres:  # Wilkinghoff's sub-cluster AdaCos keeps them fixed; ASDKit's scac_trainable
             centres = jax.lax.stop_gradient(centres)  # learns them (decay only rescales them: cosines ignore it)
+        if self.projection:
+            return embeddings, projection_cosines(embeddings, centres, self.num_classes)
         cosines = l2_normalise(embeddings) @ l2_normalise(centres).T
         return embeddings, cosines
 
@@ -249,18 +334,21 @@ def mask_bands(key: jax.Array, windows: jax.Array, count: int, width: int, axis:
     return windows * keep.reshape(shape).astype(windows.dtype)
 
 
-def augment(key: jax.Array, windows: jax.Array, labels: jax.Array, settings: Augment):
-    """(windows, partner labels [B], lam [B]): the masked and mixed windows; the loss is ``lam * CE(labels) +
-    (1 - lam) * CE(partner)`` (lam = 1 and partner = labels without mixup)."""
+def augment(key: jax.Array, windows: jax.Array, labels: jax.Array, settings: Augment,
+            spectra: jax.Array | None = None):
+    """(windows, spectra, partner labels [B], lam [B]): the masked and mixed windows (and the clips' spectra, mixed
+    with the same partners; not masked); the loss is ``lam * CE(labels) + (1 - lam) * CE(partner)`` (lam = 1 and
+    partner = labels without mixup)."""
     time_key, freq_key, mix_key, perm_key = jax.random.split(key, 4)
     windows = mask_bands(time_key, windows, settings.time_masks, settings.time_mask_frames, axis=1)
     windows = mask_bands(freq_key, windows, settings.freq_masks, settings.freq_mask_bins, axis=2)
     if settings.mixup_alpha <= 0:
-        return windows, labels, jnp.ones(labels.shape, windows.dtype)
+        return windows, spectra, labels, jnp.ones(labels.shape, windows.dtype)
     lam = jax.random.beta(mix_key, settings.mixup_alpha, settings.mixup_alpha, labels.shape).astype(windows.dtype)
     partner = jax.random.permutation(perm_key, labels.shape[0])
-    mixed = lam[:, None, None] * windows + (1 - lam[:, None, None]) * windows[partner]
-    return mixed, labels[partner], lam
+    mix = lambda x: None if x is None else (
+        lam.reshape(-1, *[1] * (x.ndim - 1)) * x + (1 - lam.reshape(-1, *[1] * (x.ndim - 1))) * x[partner])
+    return mix(windows), mix(spectra), labels[partner], lam
 
 
 class ClassifierModule(IdClassifier):
@@ -272,7 +360,7 @@ class ClassifierModule(IdClassifier):
 
     @property
     def adaptive_scale(self) -> bool:
-        return self.head.loss == "adacos"
+        return self.head.loss in ("adacos", "adaproj")
 
 
 def _class_ce(cosines: jax.Array, labels: jax.Array, head: Head, scale) -> jax.Array:
@@ -291,24 +379,27 @@ def classifier_errors(module: ClassifierModule, variables: dict, batch: dict, tr
     the (augmented) windows, and the updated batch statistics. Scoring (``batch["labels"]``: unit indices, -1 for
     a unit not trained on): minus the log-probability of the unit (-max class log-probability for -1)."""
     head = module.head
-    windows = batch["windows"]
+    windows, spectra = batch["windows"], batch.get("spectra")
+    if module.uses_spectra and spectra is None:
+        raise ValueError("id_classifier.frontend=" + module.frontend + " needs each clip's spectrum (batch 'spectra')")
+    adaptive = module.adaptive_scale
     if train:
         labels = batch["labels"]
         partner, lam = labels, jnp.ones(labels.shape, windows.dtype)
         if module.augmentation.active:
-            windows, partner, lam = augment(batch["key"], windows, labels, module.augmentation)
-        (_, cosines), updates = module.apply(variables, windows, train=True, mutable=["batch_stats"])
+            windows, spectra, partner, lam = augment(batch["key"], windows, labels, module.augmentation, spectra)
+        (_, cosines), updates = module.apply(variables, windows, train=True, spectra=spectra, mutable=["batch_stats"])
         stats = dict(updates["batch_stats"])
-        scale = variables["batch_stats"]["adacos_scale"] if head.loss == "adacos" else head.scale
+        scale = variables["batch_stats"]["adacos_scale"] if adaptive else head.scale
         errors = lam * _class_ce(cosines, labels, head, scale) + (1 - lam) * _class_ce(cosines, partner, head, scale)
-        if head.loss == "adacos":
+        if adaptive:
             num_classes = len(head.class_units)
             targets = lam[:, None] * jax.nn.one_hot(labels, num_classes) + \
                 (1 - lam[:, None]) * jax.nn.one_hot(partner, num_classes)
             stats["adacos_scale"] = adacos_scale(cosines, targets, scale, head.subclusters)
         return errors, stats
-    _, cosines = module.apply(variables, windows, train=False)
-    scale = variables["batch_stats"]["adacos_scale"] if head.loss == "adacos" else head.scale
+    _, cosines = module.apply(variables, windows, train=False, spectra=spectra)
+    scale = variables["batch_stats"]["adacos_scale"] if adaptive else head.scale
     log_p = class_log_probs(scale * cosines, head.subclusters)  # [B, C], no margin when scoring
     units = jnp.asarray(head.class_units)
     labels = batch["labels"]
@@ -323,12 +414,19 @@ def build_module(section, classes: Sequence[str] | None = None, class_units: Seq
     num_classes = len(classes) if classes is not None else BENCHMARK_CLASSES
     units = tuple(int(u) for u in class_units) if class_units is not None else tuple(range(num_classes))
     check_section(section)
+    projection = section.loss == "adaproj"
     return ClassifierModule(
         num_classes=num_classes, channels=_widths(section.channels),
         embedding_dim=int(section.embedding_dim), subclusters=int(section.subclusters),
         stem_stride=int(section.stem_stride), patches=uses_patches(section.conv),
         trainable_centres=section.get("centres", "trainable") == "trainable",
-        head=Head(section.loss, float(section.margin), float(section.scale), int(section.subclusters), units),
+        frontend=section.get("frontend", "spectrogram"),
+        spectrum_channels=_widths(section.get("spectrum_channels", "16,32,64,128")),
+        spectrum_kernel=int(section.get("spectrum_kernel", 256)),
+        spectrum_stride=int(section.get("spectrum_stride", 64)),
+        projection=projection,
+        head=Head(section.loss, float(section.margin), float(section.scale),
+                  1 if projection else int(section.subclusters), units),  # AdaProj's classes are whole subspaces
         augmentation=Augment(float(section.mixup_alpha), int(section.time_masks), int(section.time_mask_frames),
                              int(section.freq_masks), int(section.freq_mask_bins)))
 
@@ -353,9 +451,26 @@ def check_section(section) -> None:
     if int(section.subclusters) < 1:
         raise ValueError(f"id_classifier.subclusters must be >= 1; got {section.subclusters}")
     if int(section.subclusters) > 1 and section.loss == "arcface":
-        raise ValueError("id_classifier.subclusters > 1 is sub-cluster AdaCos: set id_classifier.loss=adacos")
-    if section.loss == "adacos" and float(section.margin) != 0.5:
-        raise ValueError("id_classifier.margin is ArcFace's; AdaCos has none: leave it at 0.5 or use loss=arcface")
+        raise ValueError("id_classifier.subclusters > 1 is sub-cluster AdaCos (loss=adacos) or AdaProj's subspace "
+                         "dimension (loss=adaproj); ArcFace has one centre per class")
+    if section.loss != "arcface" and float(section.margin) != 0.5:
+        raise ValueError(f"id_classifier.margin is ArcFace's; {section.loss} has none: leave it at 0.5 or use "
+                         "loss=arcface")
+    if section.get("types", "joint") not in TYPE_MODES:
+        raise ValueError(f"id_classifier.types={section.types!r}: choose one of {', '.join(TYPE_MODES)}")
+    frontend = section.get("frontend", "spectrogram")
+    if frontend not in FRONTENDS:
+        raise ValueError(f"id_classifier.frontend={frontend!r}: choose one of {', '.join(FRONTENDS)}")
+    if frontend != "spectrogram":
+        kernel, stride = int(section.spectrum_kernel), int(section.spectrum_stride)
+        if stride < 1 or kernel < stride or kernel % stride:
+            raise ValueError(f"id_classifier.spectrum_kernel ({kernel}) must be a positive multiple of "
+                             f"spectrum_stride ({stride})")
+        if int(section.spectrum_pool) < 1:
+            raise ValueError("id_classifier.spectrum_pool must be >= 1 (1: every FFT bin); got "
+                             f"{section.spectrum_pool}")
+        if len(_widths(section.spectrum_channels)) < 1:
+            raise ValueError("id_classifier.spectrum_channels needs at least one width, e.g. '16,32,64,128'")
     uses_patches(section.conv)
     if int(section.stem_stride) < 1:
         raise ValueError(f"id_classifier.stem_stride must be >= 1 (1: full resolution); got {section.stem_stride}")
@@ -363,8 +478,8 @@ def check_section(section) -> None:
         raise ValueError("id_classifier.channels needs at least one width, e.g. '16,32,64,128'")
 
 
-def flops_per_window(section, mels: int) -> float:
-    """Forward + backward (3x forward) FLOPs of one window: every convolution and the embedding layer."""
+def spectrogram_flops(section, mels: int) -> float:
+    """Forward FLOPs of the spectrogram branch on one window: every convolution and the embedding layer."""
     frames, channels, stride = int(section.frames), list(_widths(section.channels)), int(section.stem_stride)
     height, width = -(-frames // stride), -(-mels // stride)
     forward = 2.0 * height * width * 9 * channels[0]
@@ -373,6 +488,32 @@ def flops_per_window(section, mels: int) -> float:
         height, width = -(-height // 2), -(-width // 2)
         forward += 2.0 * height * width * (9 * previous * out + 9 * out * out + previous * out)
         previous = out
-    forward += 2.0 * previous * int(section.embedding_dim)
-    forward += 2.0 * int(section.embedding_dim) * BENCHMARK_CLASSES * int(section.subclusters)
+    return forward + 2.0 * previous * int(section.embedding_dim)
+
+
+def spectrum_flops(section, samples: int = CLIP_SAMPLES) -> float:
+    """Forward FLOPs of the spectrum branch on one clip of ``samples`` samples (10 s at 16 kHz by default)."""
+    bins = (samples // 2 + 1) // int(section.spectrum_pool)
+    kernel, stride, channels = int(section.spectrum_kernel), int(section.spectrum_stride), \
+        list(_widths(section.spectrum_channels))
+    positions = bins // stride - kernel // stride + 1
+    forward = 2.0 * positions * kernel * channels[0]
+    previous = channels[0]
+    for out in channels[1:]:
+        positions = -(-positions // 2)
+        forward += 2.0 * positions * (3 * previous * out + 3 * out * out + previous * out)
+        previous = out
+    return forward + 2.0 * previous * int(section.embedding_dim)
+
+
+def flops_per_window(section, mels: int) -> float:
+    """Forward + backward (3x forward) FLOPs of one training window: the frontend's branches (the spectrum branch
+    on a 10-s 16-kHz clip) and the head against ``BENCHMARK_CLASSES`` classes."""
+    frontend = section.get("frontend", "spectrogram")
+    forward, dim = 0.0, 0
+    if frontend in ("dual", "spectrogram"):
+        forward, dim = forward + spectrogram_flops(section, mels), dim + int(section.embedding_dim)
+    if frontend in ("dual", "spectrum"):
+        forward, dim = forward + spectrum_flops(section), dim + int(section.embedding_dim)
+    forward += 2.0 * dim * BENCHMARK_CLASSES * int(section.subclusters)
     return 3.0 * forward

@@ -45,8 +45,9 @@ class WindowModel:
 
     ``init(key, mels)`` returns Flax variables (``params`` and, for BatchNorm, ``batch_stats``);
     ``errors(variables, batch, train)`` returns (per-window error [B], new batch_stats or None), where ``batch`` is
-    ``{"windows": [B, window_length, mels]}`` plus ``"labels": [B]`` (each window's clip class) when the training
-    data has labels. The loss is the mean error; a clip's score is the mean error over its windows.
+    ``{"windows": [B, window_length, mels]}`` plus each window's clip data when the training data has some
+    (``"labels": [B]``, the clip's class; more entries for a dict, see :func:`clip_inputs`). The loss is the mean
+    error; a clip's score is the mean error over its windows.
     """
 
     name: str
@@ -115,21 +116,29 @@ def init_states(model: WindowModel, members: Sequence[Member], mels: int,
     return jax.jit(jax.vmap(init_one))(seeds, hparams)
 
 
+def clip_inputs(clip_data, index: jax.Array) -> dict:
+    """The per-clip data of the clips ``index`` as batch entries: ``clip_data`` is None, an array [N, ...] (each
+    clip's label: ``{"labels": ...}``) or a dict of such arrays (e.g. ``{"labels": [N], "spectra": [N, S]}``)."""
+    if clip_data is None:
+        return {}
+    if not isinstance(clip_data, dict):
+        clip_data = {"labels": clip_data}
+    return {name: values[index] for name, values in clip_data.items()}
+
+
 def sample_windows(key: jax.Array, features: jax.Array, batch_size: int, window_length: int,
-                   labels: jax.Array | None = None) -> dict:
+                   labels=None) -> dict:
     """A batch of random windows gathered on the device from features [N, T, mels]:
-    ``{"windows": [B, window_length, mels], "key": a PRNG key}``, plus ``"labels": [B]`` (the window's clip label)
-    when ``labels`` [N] is given. ``key`` is the step's own key for augmentation inside the model's error (mixup,
-    masking); it does not change which windows are drawn."""
+    ``{"windows": [B, window_length, mels], "key": a PRNG key}``, plus each window's clip data when ``labels`` is
+    given (:func:`clip_inputs`: ``"labels": [B]`` for an array [N], every entry of a dict). ``key`` is the step's own
+    key for augmentation inside the model's error (mixup, masking); it does not change which windows are drawn."""
     clip_key, start_key = jax.random.split(key)
     num_clips, num_frames, mels = features.shape
     clips = jax.random.randint(clip_key, (batch_size,), 0, num_clips)
     starts = jax.random.randint(start_key, (batch_size,), 0, num_frames - window_length + 1)
     slice_one = lambda c, s: jax.lax.dynamic_slice(features, (c, s, 0), (1, window_length, mels))[0]
-    batch = {"windows": jax.vmap(slice_one)(clips, starts), "key": jax.random.fold_in(key, 1)}
-    if labels is not None:
-        batch["labels"] = labels[clips]
-    return batch
+    return {"windows": jax.vmap(slice_one)(clips, starts), "key": jax.random.fold_in(key, 1),
+            **clip_inputs(labels, clips)}
 
 
 def _all_finite(tree) -> jax.Array:
@@ -232,11 +241,12 @@ def train_ensemble(
     run: RunDir | None = None,
     progress: bool = True,
     stop_after_epoch: int | None = None,
-    labels: jax.Array | None = None,
+    labels=None,
     validate: Callable[[MemberState], np.ndarray] | None = None,
 ) -> TrainResult:
-    """Train all members on device-resident normalised features [N, T, mels] (and clip labels [N], for methods
-    that learn them); resume from ``run``'s checkpoints if there are any.
+    """Train all members on device-resident normalised features [N, T, mels] (and per-clip data: labels [N] for
+    methods that learn them, or a dict of per-clip arrays, :func:`clip_inputs`); resume from ``run``'s checkpoints
+    if there are any.
 
     ``validate(states) -> [E]`` (e.g. each member's mean error on held-out normal clips) runs every
     ``validate_every_epochs`` epochs and after the last; its values go into the curve. Checkpoints (Orbax) go to

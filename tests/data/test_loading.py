@@ -31,6 +31,13 @@ def test_holdout_takes_a_seeded_fraction_of_each_unit_and_domain():
     clips = [dcase.Clip(f"/d/section_00_{domain}_train_normal_{i:04d}.wav", "fan", "00", "train", dcase.NORMAL, domain)
              for domain, count in (("source", 20), ("target", 10)) for i in range(count)]
     fit, validation = loading.holdout(clips, 0.1, seed=0)
-    assert len(validation) == 3 and len(fit) == 27
-    assert sorted(c.domain for c in validation) == ["source", "source", "target"]
+    assert len(validation) == 4 and len(fit) == 26  # 20 source clips: 3 (a sixth); 10 target clips: 1
+    assert sorted(c.domain for c in validation) == ["source", "source", "source", "target"]
     assert loading.holdout(clips, 0.1, seed=0) == (fit, validation)
+
+
+def test_holdout_count_reaches_the_clips_a_threshold_wants_while_five_sixths_train():
+    from asd_jax.evaluate import thresholds
+    assert loading.HELDOUT_WANTED == thresholds.MIN_HELDOUT
+    assert [loading.holdout_count(n, 0.1) for n in (1, 2, 10, 20, 60, 120, 200, 990)] == [0, 0, 1, 3, 10, 20, 20, 99]
+    assert loading.holdout_count(120, 0.0 + 0.25) == 30  # a larger fraction still wins

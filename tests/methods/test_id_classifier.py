@@ -32,7 +32,7 @@ def test_id_classifier_trains_two_seeds_in_one_program_and_scores_new_clips(back
     assert results["method"] == "id_classifier" and set(results["per_id"]) == set(TINY_MACHINE_IDS)
     assert results["compiles"] == 1 and [m["name"] for m in results["members"]] == ["seed0", "seed1"]
     # classes=auto on 2020 names (no attributes): the machine ids
-    assert results["classes"] == {"mode": "auto", "count": 2, "units": list(TINY_MACHINE_IDS)}
+    assert results["classes"] == {"mode": "auto", "count": 2, "units": list(TINY_MACHINE_IDS), "joint": False}
     assert results["score_backend"] == backend
     with open(os.path.join(run, "classes.json")) as handle:
         assert json.load(handle)["classes"] == list(TINY_MACHINE_IDS)
@@ -70,7 +70,8 @@ def test_id_classifier_knn_score_is_the_brute_force_nearest_training_embedding(t
     test_dir = os.path.join(tiny_dataset, "slider", "test")
     paths = [os.path.join(test_dir, name) for name in sorted(os.listdir(test_dir))]
     extracted = detector._extract(paths, "test")
-    embeddings = inference.score_clips(detector.embed_fn, detector.states, extracted.features, detector.normalizer)
+    embeddings = inference.score_clips(detector.embed_fn, detector.states, extracted.features, detector.normalizer,
+                                       labels=detector.score_labels(extracted.paths))  # with each clip's spectrum
     units = [os.path.basename(p).split("_")[2] for p in extracted.paths]  # normal_id_XX_... / anomaly_id_XX_...
     expected = brute_force_scores(saved["embeddings"][0], saved["units"], embeddings[0], units, 1)
     np.testing.assert_allclose(detector.score(paths).values[0], expected, rtol=1e-4, atol=1e-6)

@@ -63,11 +63,15 @@ def test_mask_bands_zero_whole_bands_only_and_mixup_mixes_labels_with_lam():
 
     labels = jnp.arange(16)
     x = jax.random.normal(key, (16, 4, 3))
-    mixed, partner, lam = m.augment(key, x, labels, m.Augment(mixup_alpha=0.4))
+    spectra = jax.random.normal(jax.random.PRNGKey(5), (16, 20))
+    mixed, mixed_spectra, partner, lam = m.augment(key, x, labels, m.Augment(mixup_alpha=0.4), spectra)
     partner, lam = np.asarray(partner), np.asarray(lam)
     assert ((lam >= 0) & (lam <= 1)).all()
     np.testing.assert_allclose(np.asarray(mixed), lam[:, None, None] * np.asarray(x)
                                + (1 - lam[:, None, None]) * np.asarray(x)[partner], rtol=1e-5, atol=1e-6)
+    # a clip's spectrum is mixed with the same partner and the same lam as its window
+    np.testing.assert_allclose(np.asarray(mixed_spectra), lam[:, None] * np.asarray(spectra)
+                               + (1 - lam[:, None]) * np.asarray(spectra)[partner], rtol=1e-5, atol=1e-6)
 
 
 def _module(loss="arcface", subclusters=1, class_units=(0, 0, 1)):
@@ -159,3 +163,87 @@ def test_fixed_centres_get_no_gradient_and_trainable_ones_do(centres):
     section.centres = "moving"
     with pytest.raises(ValueError, match="centres='moving'"):
         m.check_section(section)
+
+
+@pytest.mark.parametrize("kernel,stride,length", [(8, 4, 40), (6, 3, 31), (4, 4, 17)])
+def test_strided_conv1d_equals_xla_valid_convolution_and_its_gradients(kernel, stride, length):
+    x = jax.random.normal(jax.random.PRNGKey(0), (2, length, 3))
+    weights = jax.random.normal(jax.random.PRNGKey(1), (kernel, 3, 5))
+    xla = lambda xx, ww: jax.lax.conv_general_dilated(xx[:, :length // stride * stride], ww, (stride,), "VALID",
+                                                      dimension_numbers=("NWC", "WIO", "NWC"))
+    got = m.strided_conv1d(x, weights, stride)
+    assert got.shape == (2, length // stride - kernel // stride + 1, 5)
+    np.testing.assert_allclose(got, xla(x, weights), rtol=1e-5, atol=1e-5)
+    loss = lambda conv: lambda xx, ww: jnp.sum(jnp.sin(conv(xx, ww)))
+    for g_ours, g_xla in zip(jax.grad(loss(lambda xx, ww: m.strided_conv1d(xx, ww, stride)), (0, 1))(x, weights),
+                             jax.grad(loss(xla), (0, 1))(x, weights)):
+        np.testing.assert_allclose(g_ours, g_xla, rtol=1e-4, atol=1e-4)
+    with pytest.raises(ValueError, match="multiple of spectrum_stride"):
+        m.strided_conv1d(x, jax.random.normal(jax.random.PRNGKey(1), (5, 3, 5)), 2)
+
+
+@pytest.mark.parametrize("frontend", ["dual", "spectrum", "spectrogram"])
+def test_frontends_embedding_shapes_and_every_branch_gets_gradients(frontend):
+    """The spectrum branch reads [B, S] whole-clip spectra of any length (its parameters do not depend on S); the
+    dual frontend concatenates both branches' embeddings; the loss reaches every branch's first layer."""
+    module = m.ClassifierModule(num_classes=3, channels=(4, 8), embedding_dim=6, subclusters=2, frontend=frontend,
+                                spectrum_channels=(4, 8, 8), spectrum_kernel=16, spectrum_stride=8,
+                                head=m.Head("adacos", 0.5, 30.0, 2, (0, 1, 2)))
+    windows = jax.random.normal(jax.random.PRNGKey(1), (6, 16, 10))
+    variables = module.init(jax.random.PRNGKey(0), windows, train=False)
+    for bins in (200, 333):
+        spectra = jax.random.normal(jax.random.PRNGKey(bins), (6, bins))
+        embeddings, cosines = module.apply(variables, windows, train=False, spectra=spectra)
+        assert embeddings.shape == (6, 12 if frontend == "dual" else 6) and cosines.shape == (6, 6)
+    batch = {"windows": windows, "spectra": spectra, "labels": jnp.asarray([0, 1, 2, 0, 1, 2]),
+             "key": jax.random.PRNGKey(3)}
+    grads = jax.grad(lambda p: jnp.mean(m.classifier_errors(module, {**variables, "params": p}, batch, True)[0]))(
+        variables["params"])
+    assert set(grads) == {"centres", *({"ConvEmbedder_0"} if frontend != "spectrum" else set()),
+                          *({"SpectrumEmbedder_0"} if frontend != "spectrogram" else set())}
+    for branch, first in (("ConvEmbedder_0", "Conv_0"), ("SpectrumEmbedder_0", None)):
+        if branch in grads:
+            leaf = grads[branch][first]["kernel"] if first else grads[branch]["kernel"]
+            assert np.isfinite(np.asarray(leaf)).all() and np.abs(np.asarray(leaf)).max() > 0
+    if frontend != "spectrogram":
+        with pytest.raises(ValueError, match="needs each clip's spectrum"):
+            m.classifier_errors(module, variables, {"windows": windows, "labels": batch["labels"]}, False)
+
+
+def test_adaproj_similarity_is_the_norm_of_the_projection_onto_the_class_subspace():
+    key = jax.random.PRNGKey(0)
+    embeddings = jax.random.normal(key, (5, 7))
+    centres = jax.random.normal(jax.random.PRNGKey(1), (3 * 2, 7))  # 3 classes, 2-dimensional subspaces
+    got = np.asarray(m.projection_cosines(embeddings, centres, 3))
+    x = np.asarray(embeddings, np.float64)
+    x /= np.linalg.norm(x, axis=1, keepdims=True)
+    for c in range(3):
+        basis = np.asarray(centres, np.float64)[2 * c:2 * c + 2].T  # [D, K]
+        projected = basis @ np.linalg.lstsq(basis, x.T, rcond=None)[0]  # least-squares projection, [D, B]
+        np.testing.assert_allclose(got[:, c], np.linalg.norm(projected, axis=0), rtol=1e-4)
+    assert (got <= 1 + 1e-5).all()
+    # a centre itself lies in its class's subspace: similarity 1
+    np.testing.assert_allclose(np.asarray(m.projection_cosines(centres[2:3], centres, 3))[0, 1], 1.0, rtol=1e-5)
+
+
+def test_adaproj_trains_with_the_adaptive_scale_and_scores_minus_log_probability():
+    import ml_collections
+
+    section = ml_collections.ConfigDict(dict(
+        frames=16, channels="4,8", stem_stride=2, embedding_dim=8, conv="patches", loss="adaproj", margin=0.5,
+        scale=30.0, subclusters=3, centres="trainable", classes="auto", backend="knn", mixup_alpha=0.0,
+        time_masks=0, time_mask_frames=8, freq_masks=0, freq_mask_bins=16, frontend="spectrogram"))
+    module = m.build_module(section, ["a", "b"], [0, 1])
+    assert module.projection and module.head.subclusters == 1 and module.adaptive_scale
+    windows = jax.random.normal(jax.random.PRNGKey(1), (4, 16, 10))
+    variables = module.init(jax.random.PRNGKey(0), windows, train=False)
+    assert variables["params"]["centres"].shape == (2 * 3, 8)
+    batch = {"windows": windows, "labels": jnp.asarray([0, 1, 0, 1]), "key": jax.random.PRNGKey(3)}
+    errors, stats = m.classifier_errors(module, variables, batch, True)
+    assert np.isfinite(np.asarray(errors)).all() and "adacos_scale" in stats
+    scores, _ = m.classifier_errors(module, variables, {"windows": windows, "labels": jnp.asarray([0, 1, 0, 1])},
+                                    False)
+    _, cosines = module.apply(variables, windows, train=False)
+    logits = float(variables["batch_stats"]["adacos_scale"]) * np.asarray(cosines, np.float64)
+    log_p = logits - np.log(np.exp(logits).sum(axis=1, keepdims=True))
+    np.testing.assert_allclose(np.asarray(scores), -log_p[np.arange(4), [0, 1, 0, 1]], rtol=1e-4)

@@ -29,16 +29,25 @@ def _windows(length: int, seed: int = 0, mels: int = MELS) -> jax.Array:
     return jax.random.normal(jax.random.PRNGKey(seed), (BATCH, length, mels))
 
 
-def _window_model(method: registry.Method):
-    """The trainer's view of a registered method at its test size (``Method.test_settings``)."""
+def _config(method: registry.Method):
+    """The default config with a registered method at its test size (``Method.test_settings``)."""
     config = get_config()
     config[method.section].update(method.test_settings)
-    return method.window_model(config)
+    return config
+
+
+def _window_model(method: registry.Method):
+    """The trainer's view of a registered method at its test size."""
+    return method.window_model(_config(method))
 
 
 def _batch(method: registry.Method, length: int, seed: int) -> dict:
-    """A batch as the trainer draws it: windows, the step's key and, for a method that learns classes, labels."""
+    """A batch as the trainer draws it: windows, the step's key and each window's clip data (for a method that
+    learns classes, labels; for one that reads per-clip inputs, those: ``Method.clip_inputs``)."""
     batch = {"windows": _windows(length, seed), "key": jax.random.PRNGKey(seed + 100)}
+    clip_data = method.stand_in_clip_data(_config(method), BATCH, seed)
+    if isinstance(clip_data, dict):
+        batch.update(clip_data)
     if method.labels:
         batch["labels"] = jnp.arange(BATCH, dtype=jnp.int32) % 2
     return batch

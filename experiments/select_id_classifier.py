@@ -1,0 +1,121 @@
+"""Select the id classifier's recipe on a development world, without the test labels of the world it is reported on.
+
+DCASE's convention: choose on the development set, report on the evaluation set. Here the development set is the
+DCASE-like synthetic world generated with another seed (``--dev_seed``, 1 by default); the figures the README
+reports come from the world of seed 0, which the selection never reads. The candidates are the recipe's discrete
+choices (frontend, classes over types, loss, centres, backend) crossed with quasi-random points of the continuous
+ones (learning rate, mixup alpha: :func:`asd_jax.experiment.quasi_random`); each candidate trains once (seed 0)
+with every type in one model, and the one with the best official score over all types of the development world
+is selected. ``selection.json`` lists every candidate's score and the selected one.
+
+    python experiments/select_id_classifier.py --dev_world runs/world_dev --workdir runs/select_id_classifier
+    python experiments/select_id_classifier.py --smoke ...   # tiny world, 1 epoch: checks the script runs
+"""
+
+from __future__ import annotations
+
+import argparse
+import copy
+import json
+import os
+import sys
+
+sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), ".."))
+
+from asd_jax import config as config_lib  # noqa: E402
+from asd_jax import experiment, pipeline  # noqa: E402
+from asd_jax.data import synthetic_world  # noqa: E402
+
+# the recipe's discrete choices: the reference recipe first, then one change at a time (ablations)
+DISCRETE = {
+    "reference": {},
+    "single_branch_spectrogram": {"id_classifier.frontend": "spectrogram"},
+    "spectrum_only": {"id_classifier.frontend": "spectrum"},
+    "per_type_models": {"id_classifier.types": "separate"},
+    "fixed_centres": {"id_classifier.centres": "fixed"},
+    "arcface": {"id_classifier.loss": "arcface", "id_classifier.subclusters": 1},
+    "adaproj": {"id_classifier.loss": "adaproj"},
+}
+BACKENDS = ("knn", "knn_domain", "kmeans", "smote", "knn_rescale")
+CONTINUOUS = {"id_classifier.train.learning_rate": (3e-4, 3e-3, "log"), "id_classifier.mixup_alpha": (0.05, 1.0, "log")}
+
+
+def candidates(num_points: int, seed: int) -> list[tuple[str, dict]]:
+    """(name, overrides): every discrete variant at the default continuous values, then the reference recipe at
+    ``num_points`` quasi-random continuous points."""
+    chosen = [(name, dict(values)) for name, values in DISCRETE.items()]
+    for index, point in enumerate(experiment.quasi_random(num_points, seed, CONTINUOUS)):
+        chosen.append((f"reference_q{index}", point))
+    return chosen
+
+
+def run_candidate(base, name: str, overrides: dict, world: str, workdir: str) -> dict:
+    config = copy.deepcopy(base)
+    with config.unlocked():
+        config.data_dir, config.machine_type, config.workdir = world, "all", os.path.join(workdir, name)
+        for path, value in overrides.items():
+            section = config
+            *parents, leaf = path.split(".")
+            for part in parents:
+                section = section[part]
+            section[leaf] = value
+    summary = pipeline.train_and_evaluate(config)
+    return {"name": name, "overrides": overrides, "official_score": summary["official_score"],
+            "per_type": {t: f["official_score"] for t, f in summary["per_type"].items()}, "workdir": config.workdir}
+
+
+def main(argv=None) -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--dev_world", required=True, help="the development world's folder (generated if absent)")
+    parser.add_argument("--dev_seed", type=int, default=1, help="the development world's seed (not 0: the "
+                        "reported world's)")
+    parser.add_argument("--workdir", required=True)
+    parser.add_argument("--points", type=int, default=4, help="quasi-random points of the continuous values")
+    parser.add_argument("--backends", default=",".join(BACKENDS), help="backends tried on the reference recipe")
+    parser.add_argument("--only", default="", help="comma list of candidate names to run (default: all)")
+    parser.add_argument("--smoke", action="store_true", help="a tiny world and 1 epoch: checks the script runs")
+    args = parser.parse_args(argv)
+    if args.dev_seed == 0:
+        parser.error("--dev_seed 0 is the world the figures are reported on: select on another seed")
+    world_config = synthetic_world.WorldConfig(seed=args.dev_seed)
+    base = config_lib.get_config()
+    with base.unlocked():
+        base.method = "id_classifier"
+    if args.smoke:
+        world_config = synthetic_world.WorldConfig(seed=args.dev_seed, num_train=4, num_train_target=4,
+                                                   num_test_normal=3, num_test_anomaly=3, num_supplemental_machine=1,
+                                                   num_supplemental_noise=1, duration_s=1.0)
+        with base.unlocked():
+            base.val_fraction, base.id_classifier.train.epochs = 0.25, 1
+            base.features.n_mels, base.features.duration_s = 32, 1.0
+            base.id_classifier.frames, base.id_classifier.score_hop = 8, 4
+    if not os.path.exists(os.path.join(args.dev_world, "synthetic.json")):
+        synthetic_world.generate_world(args.dev_world, world_config, progress=True)
+    chosen = candidates(args.points, args.dev_seed)
+    chosen += [(f"reference_{b}", {"id_classifier.backend": b}) for b in args.backends.split(",") if b
+               and b != base.id_classifier.backend]
+    if args.only:
+        wanted = set(args.only.split(","))
+        chosen = [c for c in chosen if c[0] in wanted]
+    os.makedirs(args.workdir, exist_ok=True)
+    path = os.path.join(args.workdir, "selection.json")
+    done = {}
+    if os.path.exists(path):
+        with open(path) as handle:
+            done = {row["name"]: row for row in json.load(handle)["candidates"]}
+    for name, overrides in chosen:
+        if name in done:
+            continue
+        print(f"\n=== candidate {name}: {overrides or 'the reference recipe'} ===", flush=True)
+        done[name] = run_candidate(base, name, overrides, args.dev_world, args.workdir)
+        best = max(done.values(), key=lambda row: row["official_score"])
+        with open(path, "w") as handle:
+            json.dump({"dev_world": os.path.abspath(args.dev_world), "dev_seed": args.dev_seed,
+                       "criterion": "official score over all types of the development world (its own labels; "
+                                    "the reported world is never read)",
+                       "selected": best["name"], "candidates": list(done.values())}, handle, indent=2)
+    print(f"\nselected: {max(done.values(), key=lambda row: row['official_score'])['name']} (see {path})")
+
+
+if __name__ == "__main__":
+    main()
