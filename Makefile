@@ -23,7 +23,7 @@ demo: $(STAMP)
 	$(PY) launch.py --method=$(METHOD)
 
 test: $(STAMP)
-	$(PY) -m pytest -q -m "not slow"
+	$(PY) -m pytest -q -m "not slow" --durations=25
 
 test-slow: $(STAMP)
 	$(PY) -m pytest -q -m slow
