@@ -37,6 +37,7 @@ def _tiny_config(tmp_path):
     return config
 
 
+@pytest.mark.slow  # about a minute: `make test-slow` runs it
 def test_benchmark_json_is_complete_and_consistent(tmp_path, monkeypatch, capsys):
     monkeypatch.setattr(bench, "PEAK_SIZES", (128,))
     returned = bench.run(_tiny_config(tmp_path))

@@ -14,6 +14,7 @@ from tests.test_sweep import write_sweep
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 
+@pytest.mark.slow  # about a minute: `make test-slow` runs it
 def test_benchmark_of_a_sweep_times_both_ways_and_gets_the_same_figures(tmp_path, tiny_dataset, jax_compile_cache):
     path = write_sweep(tmp_path, "tiny", tiny_dataset, seeds=(0,))
     output, workdir = tmp_path / "bench_sweep.json", tmp_path / "bench"

@@ -402,7 +402,7 @@ def member_classification(settings, labels: np.ndarray, test_scores: np.ndarray,
                                                              else honest.value)["f1_anomaly"]
         except ValueError:  # e.g. no held-out clips: no honest threshold
             pass
-        if np.all(np.isfinite(scores)):
+        if np.all(np.isfinite(scores)) and np.any(labels == 1) and np.any(labels == 0):  # F1 needs both classes
             tuned = oracle_f1_threshold(labels, scores)
             entry["f1_anomaly_test_tuned"] = classification_metrics(labels, scores, tuned)["f1_anomaly"]
         else:

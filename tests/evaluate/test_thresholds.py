@@ -153,3 +153,21 @@ def test_oracle_per_unit_is_test_tuned_on_each_units_test_clips():
     assert chosen.units["00"]["value"] == oracle_f1_threshold(labels[:4], scores[:4]) == 0.2
     assert chosen.units["02"]["value"] == oracle_f1_threshold(labels[4:], scores[4:]) == 6.0
     assert np.all((scores > chosen.clip_values(units)) == labels.astype(bool))
+
+
+def test_member_classification_without_anomalies_gives_no_test_tuned_f1_instead_of_failing():
+    """One type of a joint run on a small real folder may have only normal test clips: its test-tuned F1 is
+    undefined (None), and the run goes on."""
+    from types import SimpleNamespace
+
+    from asd_jax.config import get_config
+    from asd_jax.evaluate.thresholds import member_classification
+
+    clips = [SimpleNamespace(machine_id="00", domain="source", section="00", label=0) for _ in range(3)]
+    settings = get_config().threshold
+    figures = member_classification(settings, np.zeros(3, int), np.asarray([[0.1, 0.2, 0.3]]),
+                                    np.asarray([[0.1, 0.2]]), clips[:2], clips)
+    assert figures[0]["f1_anomaly_test_tuned"] is None
+    with_anomaly = member_classification(settings, np.asarray([0, 0, 1]), np.asarray([[0.1, 0.2, 0.3]]),
+                                         np.asarray([[0.1, 0.2]]), clips[:2], clips)
+    assert with_anomaly[0]["f1_anomaly_test_tuned"] == 1.0
