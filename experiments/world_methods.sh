@@ -13,7 +13,7 @@ $PY launch.py --method=logmel_knn --data_dir="$WORLD" --machine_type=all --workd
 for method in lstm dense_ae; do
   $PY launch.py --method=$method --data_dir="$WORLD" --machine_type=all --num_seeds=3 --workdir="$RUNS/$method"
 done
-# one section per type: the classes are the attribute combinations
+# the classifier's default recipe: one model over every type, classes type x section x attributes
 $PY launch.py --method=id_classifier --data_dir="$WORLD" --machine_type=all --num_seeds=3 \
-  --config.id_classifier.classes=unit_attributes --workdir="$RUNS/id_classifier"
+  --workdir="$RUNS/id_classifier"
 $PY experiments/world_table.py "$RUNS"/*/

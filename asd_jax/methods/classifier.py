@@ -9,9 +9,9 @@ drawn on the device and carry their clip's class; mixup and SpecAugment-style ma
 
 Scores (``backend``):
 
-* ``knn`` (default): the cosine distance of a clip's mean embedding (each window's embedding L2-normalised, then
-  averaged and normalised again) to the nearest ``knn_k`` training clips of its unit;
-* ``knn_domain``, ``kmeans``, ``smote``, ``knn_rescale``: the domain-aware backends of
+* ``knn``: the cosine distance of a clip's mean embedding (each window's embedding L2-normalised, then averaged
+  and normalised again) to the nearest ``knn_k`` training clips of its unit;
+* ``kmeans`` (default), ``knn_domain``, ``smote``, ``knn_rescale``: the domain-aware backends of
   :mod:`asd_jax.methods.backends` on the same embeddings (separate source and target banks, k-means of the source
   bank, SMOTE of the target clips, local-density rescaling); ``score_normalise`` standardises each unit's scores;
 * ``neg_log_prob``: minus the log-probability of the clip's unit (the sum of its classes' probabilities), averaged

@@ -286,9 +286,10 @@ def _classifier_config():  # a machine-id classifier with an angular-margin head
         centres="trainable",  # or fixed (the class / sub-cluster centres stay at their random start)
         types="joint",  # machine_type=all (or a list): one model over every type ("joint") or one per type
         classes="auto", knn_k=1,  # auto: type x unit x attributes where clips have them, else type x unit
-        # knn | knn_domain | kmeans | smote | knn_rescale (asd_jax.methods.backends) or neg_log_prob;
+        # kmeans (selected on the development world: experiments/select_id_classifier.py) | knn | knn_domain |
+        # smote | knn_rescale (asd_jax.methods.backends) or neg_log_prob;
         # score_normalise: standardise each unit's scores by its training clips' leave-one-out scores
-        backend="knn", score_normalise=False,
+        backend="kmeans", score_normalise=False,
         mixup_alpha=0.0, time_masks=0, time_mask_frames=8, freq_masks=0, freq_mask_bins=16,
         train=train_section(20, 64, 1e-3, windows_per_clip=8)))
 

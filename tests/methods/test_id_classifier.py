@@ -64,6 +64,7 @@ def test_id_classifier_knn_score_is_the_brute_force_nearest_training_embedding(t
 
     run = str(tmp_path / "run")
     config = tiny_config("id_classifier", tiny_dataset, run, str(tmp_path / "cache"), epochs=1)
+    config.id_classifier.backend = "knn"
     pipeline.train_and_evaluate(config)
     detector = registry.get("id_classifier").restore_detector(config, RunDir(run), [ensemble.Member.create(0)])
     saved = np.load(os.path.join(run, "knn_train_embeddings.npz"))
