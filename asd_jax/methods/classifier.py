@@ -105,6 +105,7 @@ class ClassifierDetector(SequenceDetector):
         self.joint = loading.several_types(config)  # one model over several machine types
         self.clip_types: dict[str, str] = {}
         self.spectrum_stats: tuple[float, float] | None = None  # the training spectra's mean and std
+        self._train_spectra: np.ndarray | None = None  # the training clips' standardised spectra, once read
 
     @property
     def uses_spectra(self) -> bool:
@@ -160,16 +161,17 @@ class ClassifierDetector(SequenceDetector):
         labels = np.asarray([index[class_key(c, self.section.classes, self.joint)] for c in clips], np.int32)
         if not self.uses_spectra:
             return labels
-        return {"labels": labels, "spectra": self._spectra([c.path for c in clips], "train")}
+        self._train_spectra = self._spectra([c.path for c in clips], "train")  # kept for the backend's embeddings
+        return {"labels": labels, "spectra": self._train_spectra}
 
-    def score_labels(self, paths: Sequence[str]):
+    def score_labels(self, paths: Sequence[str], spectra: np.ndarray | None = None):
         """Each clip's unit index (-1: a unit not trained on, or a name that names none), with its spectrum when
-        the frontend reads spectra."""
+        the frontend reads spectra (``spectra``: already extracted, else read here)."""
         index = {u: i for i, u in enumerate(self.units)}
         labels = np.asarray([index.get(unit, -1) for unit in self._units(paths)], np.int32)
         if not self.uses_spectra:
             return labels
-        return {"labels": labels, "spectra": self._spectra(list(paths), "scoring")}
+        return {"labels": labels, "spectra": self._spectra(list(paths), "scoring") if spectra is None else spectra}
 
     @property
     def embed_fn(self):
@@ -216,7 +218,7 @@ class ClassifierDetector(SequenceDetector):
     def _fit_backend(self, features, units: Sequence[str], domains: Sequence[str]) -> None:
         """Every member's embedding backend from the training clips' embeddings, units and domains; the embeddings
         are saved for --mode=score, which fits the same (deterministic) backend again."""
-        clip_data = self.score_labels([c.path for c in self.train_clips])
+        clip_data = self.score_labels([c.path for c in self.train_clips], self._train_spectra)
         embeddings = inference.score_clips(self.embed_fn, self.states, features, labels=clip_data,
                                            progress=self.config.progress,
                                            description="training embeddings")  # [E, N, D]
