@@ -268,6 +268,7 @@ def _curve(workdir: str) -> list[dict]:
         return [json.loads(line) for line in handle]
 
 
+@pytest.mark.slow  # a minute or so on 2 cores: `make test-slow` runs it
 def test_resume_after_sigkill_gives_the_scores_of_an_uninterrupted_run(tiny_dataset, jax_compile_cache, tmp_path):
     epochs = 12
     env = {**os.environ, "ASD_JAX_CACHE_DIR": str(tmp_path / "cache"), "JAX_PLATFORMS": "cpu",
@@ -337,6 +338,7 @@ def _resolve_flags(*flags: str) -> dict:
     return json.loads(done.stdout.strip().splitlines()[-1])
 
 
+@pytest.mark.slow  # a minute or so on 2 cores: `make test-slow` runs it
 def test_launch_flags_map_into_the_config():
     resolved = _resolve_flags("--method=lstm", "--epochs=7", "--learning_rate=1e-3,3e-4", "--machine_ids=00,02",
                               "--num_seeds=2", "--seed=5", "--batch_size=32", "--data_dir=/data/x",

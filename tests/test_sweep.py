@@ -232,6 +232,7 @@ def test_a_stopped_sweep_resumes_to_the_same_figures(finished_sweep, tiny_datase
     assert resumed["settings"] == reference["settings"]
 
 
+@pytest.mark.slow  # a minute or so on 2 cores: `make test-slow` runs it
 def test_sigkill_mid_sweep_then_resume_gives_the_same_figures(finished_sweep, tiny_dataset, tmp_path,
                                                               jax_compile_cache):
     _, reference, _ = finished_sweep

@@ -164,8 +164,11 @@ class Method:
         module = self.module(section, classes)
         length = int(self.window_length(section))
 
-        def init(key, mels):
-            sample = {"windows": jnp.zeros((2, length, mels)), "labels": jnp.zeros((2,), jnp.int32)}
+        shapes = self.clip_inputs(config) if self.clip_inputs else {}
+
+        def init(key, mels):  # a sample batch of two windows, with each clip input's shape (parameters may depend on it)
+            sample = {"windows": jnp.zeros((2, length, mels)), "labels": jnp.zeros((2,), jnp.int32),
+                      **{name: jnp.zeros((2, *shape)) for name, shape in shapes.items()}}
             inputs = self.init_inputs(sample) if self.init_inputs else {"frames": sample["windows"]}
             return module.init(key, **inputs)
 
@@ -278,6 +281,9 @@ def _classifier_config():  # a machine-id classifier with an angular-margin head
         # dual: a spectrogram branch (2-D CNN over log-mel windows of `frames` frames) and a spectrum branch (1-D
         # convolutions over the whole clip's log magnitude spectrum, FFT bins pooled by spectrum_pool); or one of them
         frontend="dual", frames=64, score_hop=16, channels="16,32,64,128", stem_stride=2, embedding_dim=128,
+        # frequency: each branch keeps where in frequency its features lie (max over time, flattened, dense), as
+        # the reference systems; mean: global average over time and frequency
+        pooling="frequency",
         spectrum_pool=2, spectrum_kernel=256, spectrum_stride=64, spectrum_channels="16,32,64,128",
         conv="auto",  # auto: convolutions as im2col matmuls on a CPU (much faster there), XLA's elsewhere
         # adacos with subclusters > 1: sub-cluster AdaCos; arcface: ArcFace's margin m and scale s; adaproj: AdaProj
@@ -290,7 +296,8 @@ def _classifier_config():  # a machine-id classifier with an angular-margin head
         # smote | knn_rescale (asd_jax.methods.backends) or neg_log_prob;
         # score_normalise: standardise each unit's scores by its training clips' leave-one-out scores
         backend="kmeans", score_normalise=False,
-        mixup_alpha=0.0, time_masks=0, time_mask_frames=8, freq_masks=0, freq_mask_bins=16,
+        mixup_alpha=1.0, mixup_prob=0.5,  # lam ~ U(0, 1) on half the windows, as ASDKit's recipes
+        time_masks=0, time_mask_frames=8, freq_masks=0, freq_mask_bins=16,
         train=train_section(20, 64, 1e-3, windows_per_clip=8)))
 
 
@@ -302,7 +309,7 @@ register(Method(
     window_length=lambda section: section.frames,
     flops_per_window=id_classifier.flops_per_window,
     errors=id_classifier.classifier_errors,
-    init_inputs=lambda sample: {"frames": sample["windows"], "train": False},
+    init_inputs=lambda sample: {"frames": sample["windows"], "train": False, "spectra": sample.get("spectra")},
     labels="class",
     clip_inputs=lambda config: ({"spectra": (features_lib.spectrum_bins(
         loading.feature_config(config), int(config.id_classifier.spectrum_pool)),)}

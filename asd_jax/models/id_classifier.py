@@ -41,6 +41,8 @@ FRONTENDS = ("dual", "spectrogram", "spectrum")
 CLIP_SAMPLES = 160_000  # the clip the FLOPs count assumes for the spectrum branch: 10 s at 16 kHz
 CLASS_MODES = ("auto", "unit", "unit_attributes")
 CENTRES = ("trainable", "fixed")
+POOLINGS = ("frequency", "mean")  # how a branch's last feature map becomes one vector (see ConvEmbedder)
+SPECTRUM_HIDDEN_LAYERS = 4  # dense layers after the spectrum branch's first one, as in ASDKit's Conv1dEncoderLayer
 TYPE_MODES = ("joint", "separate")  # machine_type=all: one model over every type, or one per type
 CONVS = ("auto", "patches", "xla")  # auto: patches on a CPU, XLA's convolution elsewhere (see Conv)
 BENCHMARK_CLASSES = 4  # classes of the model the benchmark times (the default synthetic set's machine ids)
@@ -124,14 +126,16 @@ class ConvEmbedder(nn.Module):
     """[B, frames, mels] log-mel patches -> [B, embedding_dim] embeddings (not normalised).
 
     A 3x3 stem of stride ``stem_stride`` (2 by default: it quarters the cost of everything after it), one
-    stride-2 residual block per entry of ``channels`` after the first, global average pooling over time and
-    frequency and a linear embedding layer without bias (as in Wilkinghoff's systems).
+    stride-2 residual block per entry of ``channels`` after the first, then (``pooling="frequency"``, the reference
+    systems' way) the maximum over time, the mel positions x channels flattened, affine-free batch normalisation and
+    a bias-free linear embedding, or (``"mean"``) the mean over time and frequency and a bias-free linear layer.
     """
 
     channels: Sequence[int] = (16, 32, 64, 128)
     embedding_dim: int = 128
     stem_stride: int = 2
     patches: bool = False
+    pooling: str = "frequency"  # see POOLINGS
 
     @nn.compact
     def __call__(self, frames: jax.Array, train: bool) -> jax.Array:
@@ -140,8 +144,16 @@ class ConvEmbedder(nn.Module):
         x = nn.relu(nn.BatchNorm(use_running_average=not train, momentum=0.9, epsilon=1e-5)(x))
         for width in self.channels[1:]:
             x = ResidualBlock(width, stride=2, patches=self.patches)(x, train)
-        x = jnp.mean(x, axis=(1, 2))
+        if self.pooling == "mean":
+            return nn.Dense(self.embedding_dim, use_bias=False)(jnp.mean(x, axis=(1, 2)))
+        x = jnp.max(x, axis=1).reshape(x.shape[0], -1)  # [B, mel positions * C]: where in frequency is kept
+        x = _plain_norm(train)(x)
         return nn.Dense(self.embedding_dim, use_bias=False)(x)
+
+
+def _plain_norm(train: bool) -> nn.BatchNorm:
+    """Batch normalisation without scale or offset (the reference systems' affine-free normalisation)."""
+    return nn.BatchNorm(use_running_average=not train, momentum=0.9, epsilon=1e-5, use_scale=False, use_bias=False)
 
 
 def strided_conv1d(x: jax.Array, kernel: jax.Array, stride: int) -> jax.Array:
@@ -163,13 +175,17 @@ def strided_conv1d(x: jax.Array, kernel: jax.Array, stride: int) -> jax.Array:
 
 class SpectrumEmbedder(nn.Module):
     """[B, S] whole-clip log spectra -> [B, embedding_dim] (not normalised): a wide strided 1-D convolution
-    (``kernel`` bins, ``stride`` apart), stride-2 1-D residual blocks, mean over positions, a bias-free linear layer."""
+    (``kernel`` bins, ``stride`` apart), stride-2 1-D residual blocks, then (``pooling="frequency"``) the flattened
+    positions x channels through bias-free dense layers with affine-free batch normalisation and ReLU (one, then
+    ``SPECTRUM_HIDDEN_LAYERS`` more) and a bias-free linear embedding, or (``"mean"``) the mean over positions and a
+    bias-free linear layer."""
 
     channels: Sequence[int] = (16, 32, 64, 128)
     embedding_dim: int = 128
     kernel: int = 256
     stride: int = 64
     patches: bool = False
+    pooling: str = "frequency"  # see POOLINGS
 
     @nn.compact
     def __call__(self, spectra: jax.Array, train: bool) -> jax.Array:
@@ -178,7 +194,11 @@ class SpectrumEmbedder(nn.Module):
         x = nn.relu(nn.BatchNorm(use_running_average=not train, momentum=0.9, epsilon=1e-5)(x))
         for width in self.channels[1:]:
             x = ResidualBlock(width, stride=2, patches=self.patches, kernel=(3, 1))(x, train)
-        x = jnp.mean(x, axis=(1, 2))
+        if self.pooling == "mean":
+            return nn.Dense(self.embedding_dim, use_bias=False)(jnp.mean(x, axis=(1, 2)))
+        x = x.reshape(x.shape[0], -1)  # [B, positions * C]: every frequency region keeps its own weights
+        for _ in range(1 + SPECTRUM_HIDDEN_LAYERS):
+            x = nn.relu(_plain_norm(train)(nn.Dense(self.embedding_dim, use_bias=False)(x)))
         return nn.Dense(self.embedding_dim, use_bias=False)(x)
 
 
@@ -208,6 +228,7 @@ class IdClassifier(nn.Module):
     spectrum_kernel: int = 256
     spectrum_stride: int = 64
     projection: bool = False  # AdaProj: a class is the span of its centres
+    pooling: str = "frequency"  # see POOLINGS
 
     @property
     def uses_spectra(self) -> bool:
@@ -229,12 +250,13 @@ class IdClassifier(nn.Module):
         parts = []
         if self.frontend in ("dual", "spectrogram"):
             parts.append(ConvEmbedder(tuple(self.channels), self.embedding_dim, self.stem_stride,
-                                      self.patches)(frames, train))
+                                      self.patches, self.pooling)(frames, train))
         if self.uses_spectra:
-            if spectra is None:  # init: the parameters do not depend on the spectrum's length
-                spectra = jnp.zeros((frames.shape[0], 4 * self.spectrum_kernel), frames.dtype)
+            if spectra is None:
+                raise ValueError(f"id_classifier.frontend={self.frontend} reads each clip's spectrum: pass spectra "
+                                 "[B, bins] (their length sets the spectrum branch's parameters)")
             parts.append(SpectrumEmbedder(tuple(self.spectrum_channels), self.embedding_dim, self.spectrum_kernel,
-                                          self.spectrum_stride, self.patches)(spectra, train))
+                                          self.spectrum_stride, self.patches, self.pooling)(spectra, train))
         embeddings = jnp.concatenate(parts, axis=-1) if len(parts) > 1 else parts[0]
         centres = self.param("centres", nn.initializers.glorot_uniform(),
                              (self.num_classes * self.subclusters, embeddings.shape[-1]))
@@ -288,12 +310,14 @@ def adacos_scale(cosines: jax.Array, targets: jax.Array, scale: jax.Array, subcl
 
 @dataclasses.dataclass(frozen=True)
 class Augment:
-    """On-device augmentation of a training batch. ``mixup_alpha`` > 0: each window is mixed with another of the
-    batch, ``lam ~ Beta(alpha, alpha)``, and so is its target; masks: ``time_masks`` bands of up to
+    """On-device augmentation of a training batch. ``mixup_alpha`` > 0: each window is, with probability
+    ``mixup_prob``, mixed with another of the batch, ``lam ~ Beta(alpha, alpha)`` (alpha 1: uniform, as ASDKit),
+    and so is its target; masks: ``time_masks`` bands of up to
     ``time_mask_frames`` frames and ``freq_masks`` bands of up to ``freq_mask_bins`` mel bins set to 0 (the
     normalised features' mean) per window."""
 
     mixup_alpha: float = 0.0
+    mixup_prob: float = 1.0  # the share of windows mixed (ASDKit: 0.5); the others keep lam = 1
     time_masks: int = 0
     time_mask_frames: int = 8
     freq_masks: int = 0
@@ -345,6 +369,9 @@ def augment(key: jax.Array, windows: jax.Array, labels: jax.Array, settings: Aug
     if settings.mixup_alpha <= 0:
         return windows, spectra, labels, jnp.ones(labels.shape, windows.dtype)
     lam = jax.random.beta(mix_key, settings.mixup_alpha, settings.mixup_alpha, labels.shape).astype(windows.dtype)
+    if settings.mixup_prob < 1:  # the unmixed windows keep lam = 1 (their partner's weight is 0)
+        chosen = jax.random.uniform(jax.random.fold_in(mix_key, 1), labels.shape) < settings.mixup_prob
+        lam = jnp.where(chosen, lam, 1.0)
     partner = jax.random.permutation(perm_key, labels.shape[0])
     mix = lambda x: None if x is None else (
         lam.reshape(-1, *[1] * (x.ndim - 1)) * x + (1 - lam.reshape(-1, *[1] * (x.ndim - 1))) * x[partner])
@@ -424,10 +451,11 @@ def build_module(section, classes: Sequence[str] | None = None, class_units: Seq
         spectrum_channels=_widths(section.get("spectrum_channels", "16,32,64,128")),
         spectrum_kernel=int(section.get("spectrum_kernel", 256)),
         spectrum_stride=int(section.get("spectrum_stride", 64)),
-        projection=projection,
+        projection=projection, pooling=section.get("pooling", "mean"),
         head=Head(section.loss, float(section.margin), float(section.scale),
                   1 if projection else int(section.subclusters), units),  # AdaProj's classes are whole subspaces
-        augmentation=Augment(float(section.mixup_alpha), int(section.time_masks), int(section.time_mask_frames),
+        augmentation=Augment(float(section.mixup_alpha), float(section.get("mixup_prob", 1.0)),
+                             int(section.time_masks), int(section.time_mask_frames),
                              int(section.freq_masks), int(section.freq_mask_bins)))
 
 
@@ -458,6 +486,10 @@ def check_section(section) -> None:
                          "loss=arcface")
     if section.get("types", "joint") not in TYPE_MODES:
         raise ValueError(f"id_classifier.types={section.types!r}: choose one of {', '.join(TYPE_MODES)}")
+    if not 0.0 <= float(section.get("mixup_prob", 1.0)) <= 1.0:
+        raise ValueError(f"id_classifier.mixup_prob is the share of windows mixed, in [0, 1]; got {section.mixup_prob}")
+    if section.get("pooling", "mean") not in POOLINGS:
+        raise ValueError(f"id_classifier.pooling={section.pooling!r}: choose one of {', '.join(POOLINGS)}")
     frontend = section.get("frontend", "spectrogram")
     if frontend not in FRONTENDS:
         raise ValueError(f"id_classifier.frontend={frontend!r}: choose one of {', '.join(FRONTENDS)}")
@@ -488,7 +520,8 @@ def spectrogram_flops(section, mels: int) -> float:
         height, width = -(-height // 2), -(-width // 2)
         forward += 2.0 * height * width * (9 * previous * out + 9 * out * out + previous * out)
         previous = out
-    return forward + 2.0 * previous * int(section.embedding_dim)
+    flattened = previous * (width if section.get("pooling", "mean") == "frequency" else 1)
+    return forward + 2.0 * flattened * int(section.embedding_dim)
 
 
 def spectrum_flops(section, samples: int = CLIP_SAMPLES) -> float:
@@ -503,7 +536,10 @@ def spectrum_flops(section, samples: int = CLIP_SAMPLES) -> float:
         positions = -(-positions // 2)
         forward += 2.0 * positions * (3 * previous * out + 3 * out * out + previous * out)
         previous = out
-    return forward + 2.0 * previous * int(section.embedding_dim)
+    dim = int(section.embedding_dim)
+    if section.get("pooling", "mean") != "frequency":
+        return forward + 2.0 * previous * dim
+    return forward + 2.0 * positions * previous * dim + 2.0 * (1 + SPECTRUM_HIDDEN_LAYERS) * dim * dim
 
 
 def flops_per_window(section, mels: int) -> float:

@@ -80,6 +80,7 @@ def test_a_method_registered_in_the_test_passes_every_model_check(toy, check):
     check(toy.name)
 
 
+@pytest.mark.slow  # a minute or so on 2 cores: `make test-slow` runs it
 def test_a_method_registered_in_the_test_runs_end_to_end(toy, tiny_dataset, tmp_path):
     config = tiny_config(toy.name, tiny_dataset, str(tmp_path / "run"), str(tmp_path / "cache"))
     assert config.toy_mlp.width == 4  # its section comes from its registry entry

@@ -74,6 +74,22 @@ def test_mask_bands_zero_whole_bands_only_and_mixup_mixes_labels_with_lam():
                                + (1 - lam[:, None]) * np.asarray(spectra)[partner], rtol=1e-5, atol=1e-6)
 
 
+def test_mixup_prob_mixes_only_that_share_of_the_windows():
+    """ASDKit's mixup: lam ~ U(0, 1) (alpha 1) on each window with probability 0.5; the others stay as they were."""
+    labels = jnp.arange(4000)  # each its own label: the partner labels returned are the partner indices
+    x = jax.random.normal(jax.random.PRNGKey(2), (4000, 3, 2))
+    mixed, _, partner, lam = m.augment(jax.random.PRNGKey(4), x, labels, m.Augment(mixup_alpha=1.0, mixup_prob=0.5))
+    lam, partner = np.asarray(lam), np.asarray(partner)
+    untouched = lam == 1.0
+    assert 0.45 < untouched.mean() < 0.55  # 4000 draws: 0.5 +- 0.025 is 3 standard deviations
+    np.testing.assert_array_equal(np.asarray(mixed)[untouched], np.asarray(x)[untouched])
+    assert 0.4 < lam[~untouched].mean() < 0.6 and lam[~untouched].min() < 0.05  # uniform on [0, 1)
+    np.testing.assert_allclose(np.asarray(mixed), lam[:, None, None] * np.asarray(x)
+                               + (1 - lam[:, None, None]) * np.asarray(x)[partner], rtol=1e-5, atol=1e-6)
+    everything = m.augment(jax.random.PRNGKey(4), x, labels, m.Augment(mixup_alpha=1.0))[3]
+    assert (np.asarray(everything) < 1.0).all()
+
+
 def _module(loss="arcface", subclusters=1, class_units=(0, 0, 1)):
     return m.ClassifierModule(num_classes=len(class_units), channels=(4, 8), embedding_dim=8,
                               subclusters=subclusters, head=m.Head(loss, 0.5, 5.0, subclusters, class_units))
@@ -182,19 +198,28 @@ def test_strided_conv1d_equals_xla_valid_convolution_and_its_gradients(kernel, s
         m.strided_conv1d(x, jax.random.normal(jax.random.PRNGKey(1), (5, 3, 5)), 2)
 
 
-@pytest.mark.parametrize("frontend", ["dual", "spectrum", "spectrogram"])
-def test_frontends_embedding_shapes_and_every_branch_gets_gradients(frontend):
-    """The spectrum branch reads [B, S] whole-clip spectra of any length (its parameters do not depend on S); the
-    dual frontend concatenates both branches' embeddings; the loss reaches every branch's first layer."""
+@pytest.mark.parametrize("frontend, pooling", [("dual", "frequency"), ("dual", "mean"), ("spectrum", "frequency"),
+                                               ("spectrogram", "frequency")])
+def test_frontends_embedding_shapes_and_every_branch_gets_gradients(frontend, pooling):
+    """The dual frontend concatenates both branches' embeddings; the loss reaches every branch's first layer. With
+    ``pooling="mean"`` the spectrum branch reads spectra of any length; with ``"frequency"`` (flattened positions)
+    its parameters are built for the spectrum length it was initialised with, and the spectra are required."""
     module = m.ClassifierModule(num_classes=3, channels=(4, 8), embedding_dim=6, subclusters=2, frontend=frontend,
-                                spectrum_channels=(4, 8, 8), spectrum_kernel=16, spectrum_stride=8,
+                                spectrum_channels=(4, 8, 8), spectrum_kernel=16, spectrum_stride=8, pooling=pooling,
                                 head=m.Head("adacos", 0.5, 30.0, 2, (0, 1, 2)))
     windows = jax.random.normal(jax.random.PRNGKey(1), (6, 16, 10))
-    variables = module.init(jax.random.PRNGKey(0), windows, train=False)
-    for bins in (200, 333):
+    spectra = jax.random.normal(jax.random.PRNGKey(200), (6, 200))
+    variables = module.init(jax.random.PRNGKey(0), windows, train=False, spectra=spectra)
+    for bins in (200, 333) if pooling == "mean" else (200,):
         spectra = jax.random.normal(jax.random.PRNGKey(bins), (6, bins))
         embeddings, cosines = module.apply(variables, windows, train=False, spectra=spectra)
         assert embeddings.shape == (6, 12 if frontend == "dual" else 6) and cosines.shape == (6, 6)
+    if pooling == "frequency" and frontend != "spectrum":  # 16 frames -> 8 x 5 -> 4 x 3: 3 mel positions x 8
+        assert variables["params"]["ConvEmbedder_0"]["Dense_0"]["kernel"].shape == (3 * 8, 6)
+    if pooling == "frequency" and frontend != "spectrogram":  # 200 bins -> 25 frames - 1 -> 24 -> 12 -> 6 positions
+        dense = variables["params"]["SpectrumEmbedder_0"]
+        assert dense["Dense_0"]["kernel"].shape == (6 * 8, 6)
+        assert len([k for k in dense if k.startswith("Dense_")]) == 2 + m.SPECTRUM_HIDDEN_LAYERS
     batch = {"windows": windows, "spectra": spectra, "labels": jnp.asarray([0, 1, 2, 0, 1, 2]),
              "key": jax.random.PRNGKey(3)}
     grads = jax.grad(lambda p: jnp.mean(m.classifier_errors(module, {**variables, "params": p}, batch, True)[0]))(
@@ -208,6 +233,8 @@ def test_frontends_embedding_shapes_and_every_branch_gets_gradients(frontend):
     if frontend != "spectrogram":
         with pytest.raises(ValueError, match="needs each clip's spectrum"):
             m.classifier_errors(module, variables, {"windows": windows, "labels": batch["labels"]}, False)
+        with pytest.raises(ValueError, match="pass spectra"):
+            module.init(jax.random.PRNGKey(0), windows, train=False)
 
 
 def test_adaproj_similarity_is_the_norm_of_the_projection_onto_the_class_subspace():

@@ -281,6 +281,7 @@ def test_a_corrupted_latest_checkpoint_falls_back_to_the_previous_one(tiny_datas
         scoring.score_files(str(damaged), [clip], progress=False)
 
 
+@pytest.mark.slow  # a minute or so on 2 cores: `make test-slow` runs it
 def test_launch_reports_an_unrestorable_run_in_one_line(tiny_dataset, tmp_path, jax_compile_cache):
     env = subprocess_env(tmp_path, jax_compile_cache)
     workdir = str(tmp_path / "run")

@@ -219,6 +219,7 @@ def test_a_process_other_than_0_writes_no_run_file(tiny_dataset, jax_compile_cac
 # Two real processes.
 
 
+@pytest.mark.slow  # a minute or so on 2 cores: `make test-slow` runs it
 def test_two_processes_give_the_figures_of_one_and_only_process_0_writes(tiny_dataset, jax_compile_cache, tmp_path):
     sweep_file = tmp_path / "tiny_sweep.py"
     sweep_file.write_text(SWEEP_FILE.format(data=tiny_dataset, cache=str(tmp_path / "cache")))
@@ -310,6 +311,7 @@ def test_a_distributed_run_falls_back_past_a_damaged_checkpoint_and_resumes_as_o
     np.testing.assert_allclose(losses, _curve_losses(single_dir), rtol=1e-5)
 
 
+@pytest.mark.slow  # a minute or so on 2 cores: `make test-slow` runs it
 def test_a_failing_process_ends_every_process_with_a_clear_error(tiny_dataset, tmp_path):
     from asd_jax.runlock import RunLock
 

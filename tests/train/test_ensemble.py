@@ -70,7 +70,7 @@ def train(model, members, features, config=CONFIG, workdir=None, **kwargs):
 # Members train as if alone.
 
 
-@pytest.mark.parametrize("method", ["lstm", "dense_ae"])  # dense_ae: the BatchNorm statistics path
+@pytest.mark.parametrize("method", ["lstm", pytest.param("dense_ae", marks=pytest.mark.slow)])  # dense_ae: BatchNorm
 def test_vmapped_members_equal_separate_single_member_runs(method, features):
     model = tiny_model(method)
     members = [Member(0, 1e-3), Member(1, 3e-3), Member(2, 1e-3)]
@@ -94,7 +94,7 @@ def test_vmapped_members_equal_separate_single_member_runs(method, features):
     assert not np.allclose(first, last)
 
 
-@pytest.mark.parametrize("method", ["lstm", "dense_ae"])
+@pytest.mark.parametrize("method", ["lstm", pytest.param("dense_ae", marks=pytest.mark.slow)])
 def test_mapping_members_in_sequence_equals_vmapping_them(method, features):
     """lax.map (the CPU default) and vmap train the same members to the same scores, to float tolerance. (The dense
     AE's parameters are compared through its scores: the bias of a Dense layer followed by BatchNorm has no true

@@ -42,7 +42,7 @@ def _train(tmp_path, devices: int, members: int):
 
 
 @pytest.mark.parametrize("members, padded, batch_axis", [
-    (4, 4, False), (1, 1, True),
+    (4, 4, False), pytest.param(1, 1, True, marks=pytest.mark.slow),
     pytest.param(8, 8, False, marks=pytest.mark.slow), pytest.param(6, 8, False, marks=pytest.mark.slow),
     pytest.param(3, 3, True, marks=pytest.mark.slow)])
 def test_members_over_four_devices_match_one_device(tmp_path, members, padded, batch_axis):
