@@ -6,7 +6,8 @@ reports come from the world of seed 0, which the selection never reads. The cand
 choices (frontend, classes over types, loss, centres, backend) crossed with quasi-random points of the continuous
 ones (learning rate, mixup alpha: :func:`asd_jax.experiment.quasi_random`); each candidate trains once (seed 0)
 with every type in one model, the score backends are tried on the reference run's saved embeddings (no
-retraining), and the candidate with the best official score over all types of the development world is selected. ``selection.json`` lists every candidate's score and the selected one.
+retraining), and the candidate with the best official score over all types of the development world is selected.
+``selection.json`` lists every candidate's score and the selected one.
 
     python experiments/select_id_classifier.py --dev_world runs/world_dev --workdir runs/select_id_classifier
     python experiments/select_id_classifier.py --smoke ...   # tiny world, 1 epoch: checks the script runs
@@ -74,9 +75,12 @@ def _configured(base, overrides: dict, world: str, workdir: str):
     return config
 
 
-def rescore_backends(base, overrides: dict, world: str, workdir: str, names: list[str]) -> list[dict]:
+def rescore_backends(base, overrides: dict, world: str, workdir: str, names: list[str],
+                     out_root: str | None = None) -> list[dict]:
     """The trained candidate in ``workdir`` scored with other backends: each refits from the training embeddings
-    the run saved (no training), then each type's official figures as the run computes them."""
+    the run saved (no training), then each type's official figures as the run computes them. ``out_root``: each
+    backend's ``summary.json`` and per-type ``results.json`` are written to ``<out_root>/backend_<name>/`` (the
+    layout ``experiments/world_table.py`` reads)."""
     from asd_jax import every_type
     from asd_jax.data import loading
     from asd_jax.evaluate.results import run_results
@@ -109,6 +113,14 @@ def rescore_backends(base, overrides: dict, world: str, workdir: str, names: lis
                 validation_scores=validation.values[:, vi], members=group.members,
                 member_names=detector.member_names)
         summary = every_type.summarise_types(per_type)
+        if out_root:
+            out = os.path.join(out_root, f"backend_{backend}")
+            for machine_type, results in per_type.items():
+                os.makedirs(os.path.join(out, machine_type), exist_ok=True)
+                with open(os.path.join(out, machine_type, "results.json"), "w") as handle:
+                    json.dump(results, handle, indent=2, default=str)
+            with open(os.path.join(out, "summary.json"), "w") as handle:
+                json.dump({**summary, "rescored_from": os.path.abspath(workdir)}, handle, indent=2, default=str)
         rows.append({"name": f"backend_{backend}", "overrides": {**overrides, "id_classifier.backend": backend},
                      "official_score": summary["official_score"], "rescored_from": workdir,
                      "per_type": {t: f["official_score"] for t, f in summary["per_type"].items()}})

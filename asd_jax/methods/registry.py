@@ -166,7 +166,7 @@ class Method:
 
         shapes = self.clip_inputs(config) if self.clip_inputs else {}
 
-        def init(key, mels):  # a sample batch of two windows, with each clip input's shape (parameters may depend on it)
+        def init(key, mels):  # two windows, with each clip input's shape (the parameters may depend on it)
             sample = {"windows": jnp.zeros((2, length, mels)), "labels": jnp.zeros((2,), jnp.int32),
                       **{name: jnp.zeros((2, *shape)) for name, shape in shapes.items()}}
             inputs = self.init_inputs(sample) if self.init_inputs else {"frames": sample["windows"]}
