@@ -21,4 +21,4 @@ run spectrogram_only --config.id_classifier.frontend=spectrogram
 run fixed_centres --config.id_classifier.centres=fixed
 run per_type_models --config.id_classifier.types=separate
 $PY experiments/world_table.py "$RUNS/default" "$RUNS/rescored/backend_knn" "$RUNS/spectrogram_only" \
-  "$RUNS/fixed_centres" "$RUNS/per_type_models"
+  "$RUNS/fixed_centres" "$RUNS/per_type_models" --json "$RUNS/ablations.json"
