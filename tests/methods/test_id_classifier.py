@@ -21,7 +21,8 @@ def _scores_csv(run: str) -> list[dict]:
         return list(csv.DictReader(handle))
 
 
-@pytest.mark.parametrize("backend", [pytest.param("knn", marks=pytest.mark.slow), "neg_log_prob"])
+@pytest.mark.slow  # over a minute each on 2 cores: `make test-slow` runs them
+@pytest.mark.parametrize("backend", ["knn", "neg_log_prob"])
 def test_id_classifier_trains_two_seeds_in_one_program_and_scores_new_clips(backend, tiny_dataset, tmp_path):
     run = str(tmp_path / "run")
     config = tiny_config("id_classifier", tiny_dataset, run, str(tmp_path / "cache"))
