@@ -83,7 +83,7 @@ def rescore_backends(base, overrides: dict, world: str, workdir: str, names: lis
     layout ``experiments/world_table.py`` reads)."""
     from asd_jax import every_type
     from asd_jax.data import loading
-    from asd_jax.evaluate.results import run_results
+    from asd_jax.evaluate.results import jsonable, run_results
     from asd_jax.methods import registry
     from asd_jax.rundir import RunDir
 
@@ -113,14 +113,11 @@ def rescore_backends(base, overrides: dict, world: str, workdir: str, names: lis
                 validation_scores=validation.values[:, vi], members=group.members,
                 member_names=detector.member_names)
         summary = every_type.summarise_types(per_type)
-        if out_root:
+        if out_root:  # the files a --machine_type=all run writes, by the same writers
             out = os.path.join(out_root, f"backend_{backend}")
             for machine_type, results in per_type.items():
-                os.makedirs(os.path.join(out, machine_type), exist_ok=True)
-                with open(os.path.join(out, machine_type, "results.json"), "w") as handle:
-                    json.dump(results, handle, indent=2, default=str)
-            with open(os.path.join(out, "summary.json"), "w") as handle:
-                json.dump({**summary, "rescored_from": os.path.abspath(workdir)}, handle, indent=2, default=str)
+                RunDir(os.path.join(out, machine_type)).create().write_json(RunDir.RESULTS, jsonable(results))
+            every_type.write_type_summary(out, {**summary, "rescored_from": os.path.abspath(workdir)})
         rows.append({"name": f"backend_{backend}", "overrides": {**overrides, "id_classifier.backend": backend},
                      "official_score": summary["official_score"], "rescored_from": workdir,
                      "per_type": {t: f["official_score"] for t, f in summary["per_type"].items()}})

@@ -451,12 +451,17 @@ def build_module(section, classes: Sequence[str] | None = None, class_units: Seq
         spectrum_channels=_widths(section.get("spectrum_channels", "16,32,64,128")),
         spectrum_kernel=int(section.get("spectrum_kernel", 256)),
         spectrum_stride=int(section.get("spectrum_stride", 64)),
-        projection=projection, pooling=section.get("pooling", "mean"),
+        projection=projection, pooling=pooling_of(section),
         head=Head(section.loss, float(section.margin), float(section.scale),
                   1 if projection else int(section.subclusters), units),  # AdaProj's classes are whole subspaces
         augmentation=Augment(float(section.mixup_alpha), float(section.get("mixup_prob", 1.0)),
                              int(section.time_masks), int(section.time_mask_frames),
                              int(section.freq_masks), int(section.freq_mask_bins)))
+
+
+def pooling_of(section) -> str:
+    """The section's ``pooling``; a config saved before the option existed has none and pooled by the mean."""
+    return section.get("pooling", "mean")
 
 
 def uses_patches(conv: str) -> bool:
@@ -488,8 +493,8 @@ def check_section(section) -> None:
         raise ValueError(f"id_classifier.types={section.types!r}: choose one of {', '.join(TYPE_MODES)}")
     if not 0.0 <= float(section.get("mixup_prob", 1.0)) <= 1.0:
         raise ValueError(f"id_classifier.mixup_prob is the share of windows mixed, in [0, 1]; got {section.mixup_prob}")
-    if section.get("pooling", "mean") not in POOLINGS:
-        raise ValueError(f"id_classifier.pooling={section.pooling!r}: choose one of {', '.join(POOLINGS)}")
+    if pooling_of(section) not in POOLINGS:
+        raise ValueError(f"id_classifier.pooling={pooling_of(section)!r}: choose one of {', '.join(POOLINGS)}")
     frontend = section.get("frontend", "spectrogram")
     if frontend not in FRONTENDS:
         raise ValueError(f"id_classifier.frontend={frontend!r}: choose one of {', '.join(FRONTENDS)}")
@@ -520,7 +525,7 @@ def spectrogram_flops(section, mels: int) -> float:
         height, width = -(-height // 2), -(-width // 2)
         forward += 2.0 * height * width * (9 * previous * out + 9 * out * out + previous * out)
         previous = out
-    flattened = previous * (width if section.get("pooling", "mean") == "frequency" else 1)
+    flattened = previous * (width if pooling_of(section) == "frequency" else 1)
     return forward + 2.0 * flattened * int(section.embedding_dim)
 
 
@@ -537,7 +542,7 @@ def spectrum_flops(section, samples: int = CLIP_SAMPLES) -> float:
         forward += 2.0 * positions * (3 * previous * out + 3 * out * out + previous * out)
         previous = out
     dim = int(section.embedding_dim)
-    if section.get("pooling", "mean") != "frequency":
+    if pooling_of(section) != "frequency":
         return forward + 2.0 * previous * dim
     return forward + 2.0 * positions * previous * dim + 2.0 * (1 + SPECTRUM_HIDDEN_LAYERS) * dim * dim
 
