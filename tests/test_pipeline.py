@@ -1,6 +1,7 @@
 """The main job end to end on a tiny synthetic slider set: run directory contract, ensembles, broken clips, scoring
 new files, resume after a killed process, the launch.py flags, and one run on the real slider id_00 clips."""
 
+import logging
 import csv
 import json
 import os
@@ -16,6 +17,8 @@ import pytest
 
 from asd_jax import pipeline, scoring
 from asd_jax import workdir as workdir_lib
+from asd_jax.data import loading
+from asd_jax.rundir import RunDir
 from asd_jax.data.dcase import DatasetError
 from tests.conftest import TINY_MACHINE_IDS, compile_cache_env, tiny_config
 
@@ -415,3 +418,23 @@ def test_lstm_on_the_real_slider_id00_clips(realdata, tmp_path, capsys):
               f"(+{resolved['num_validation_clips']} held out for the threshold) from {train_root}/slider/train; "
               f"tested on {int((labels == 0).sum())} normal + {int((labels == 1).sum())} anomalous clips from "
               f"{test_root}/slider; threshold {results['threshold']['value']:.4f}")
+
+
+def test_the_auto_clip_length_keeps_the_real_12_s_toycar_clips_whole(realdata, tmp_path, caplog):
+    """DCASE 2023's ToyCar clips last 12 s, its other types 10 s: ``features.duration_s=0`` (the default) takes each
+    run's longest training clip, so nothing is cropped; the length is saved resolved in the run's config."""
+    root = os.path.join(realdata, "dcase2023t2_dev_minchala")
+    if not os.path.isdir(os.path.join(root, "ToyCar", "train")):
+        pytest.skip("the real DCASE 2023 ToyCar clips are not there")
+    frames = {}
+    for machine_type, seconds in (("ToyCar", 12.0), ("fan", 10.0)):
+        workdir = str(tmp_path / machine_type)
+        config = tiny_config("logmel_knn", root, workdir, str(tmp_path / "cache"))
+        config.machine_type, config.features.duration_s = machine_type, 0.0
+        with caplog.at_level(logging.WARNING):
+            results = pipeline.train_and_evaluate(config)
+        saved = RunDir(workdir).load_config()
+        assert saved.features.duration_s == seconds
+        assert results["skipped_files"] == [] and "samples instead of" not in caplog.text
+        frames[machine_type] = loading.feature_config(saved).num_frames
+    assert frames == {"ToyCar": 376, "fan": 313}

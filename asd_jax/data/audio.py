@@ -129,15 +129,39 @@ def resample(wave: np.ndarray, rate: int, target_rate: int) -> np.ndarray:
     return signal.resample_poly(wave, target_rate // divisor, rate // divisor).astype(np.float32)
 
 
+_reported_lengths: set[tuple[int, int]] = set()
+"""(clip length, target length) pairs already reported since :func:`forget_reported_lengths`: a DCASE set whose
+clips have two lengths (2023's 10 s and 12 s) gets one warning per length and extraction, not one per clip."""
+
+
+def forget_reported_lengths() -> None:
+    """Report each clip length again (called as an extraction begins)."""
+    _reported_lengths.clear()
+
+
 def fit_length(wave: np.ndarray, num_samples: int, path: str = "<array>") -> np.ndarray:
-    """Zero-pad or crop to ``num_samples``, with a warning when the length changes."""
+    """Crop to ``num_samples``, or tile a shorter clip (repeat it from its start) up to it, as the reference
+    recipes pad (ASDKit's ``pad_mode="tile"``): a machine's sound repeated is far closer to the clip than silence,
+    whose log-mel frames (-160 dB) no recording holds. The first clip of each length is reported with a warning."""
     if len(wave) == num_samples:
         return wave
-    log.warning("%s: %d samples instead of %d; %s", path, len(wave), num_samples,
-                "zero-padded" if len(wave) < num_samples else "cropped")
+    if (len(wave), num_samples) not in _reported_lengths:
+        _reported_lengths.add((len(wave), num_samples))
+        log.warning("%s: %d samples instead of %d; %s (so is every other clip of this length; "
+                    "features.duration_s sets the length, 0 takes the longest training clip's)", path, len(wave),
+                    num_samples, "tiled" if len(wave) < num_samples else "cropped")
     if len(wave) > num_samples:
         return wave[:num_samples]
-    return np.pad(wave, (0, num_samples - len(wave)))
+    return np.resize(wave, num_samples)  # repeats the clip from its start
+
+
+def clip_seconds(path: str) -> float:
+    """A clip's duration from its header (no decoding), or AudioError naming the file."""
+    try:
+        info = sf.info(path)
+    except (sf.LibsndfileError, RuntimeError, TypeError) as error:
+        raise AudioError(path, f"not a readable audio file ({error})") from None
+    return info.frames / info.samplerate if info.samplerate else 0.0
 
 
 def level_dbfs(wave: np.ndarray) -> float:
@@ -162,8 +186,8 @@ def quiet_problem(dbfs: float | None, threshold_dbfs: float = QUIET_DBFS) -> str
 
 def load_clip(path: str, sample_rate: int = SAMPLE_RATE, duration_s: float | None = DURATION_S,
               channel: str | int = "mean") -> tuple[np.ndarray, float]:
-    """(:func:`load_audio` of the clip, its :func:`level_dbfs`). The level is measured before padding or cropping,
-    so the zeros added to a short clip do not lower it."""
+    """(:func:`load_audio` of the clip, its :func:`level_dbfs`). The level is measured before tiling or cropping,
+    so the repeats added to a short clip do not change it."""
     samples, rate = read_wav(path)
     wave = resample(select_channel(samples, channel, path), rate, sample_rate)
     dbfs = level_dbfs(wave)
@@ -174,6 +198,6 @@ def load_clip(path: str, sample_rate: int = SAMPLE_RATE, duration_s: float | Non
 
 def load_audio(path: str, sample_rate: int = SAMPLE_RATE, duration_s: float | None = DURATION_S,
                channel: str | int = "mean") -> np.ndarray:
-    """A clip as mono float32 at ``sample_rate``, padded or cropped to ``duration_s`` (None keeps its length);
+    """A clip as mono float32 at ``sample_rate``, tiled or cropped to ``duration_s`` (None keeps its length);
     ``channel`` as in :func:`select_channel`."""
     return load_clip(path, sample_rate, duration_s, channel)[0]

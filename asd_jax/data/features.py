@@ -26,6 +26,7 @@ import numpy as np
 
 from asd_jax import fileio
 from asd_jax import progress as progress_output
+from asd_jax.data import audio
 from asd_jax.data.audio import QUIET_DBFS, AudioError, ChannelError, load_clip, normalise_channel, quiet_problem
 
 log = logging.getLogger(__name__)
@@ -115,8 +116,8 @@ def log_spectrum(wave: np.ndarray, pool: int) -> np.ndarray:
 # On-disk caches (asd_jax.fileio.CacheEntry): one float32 array [clips, *row shape] read back as a memory map, plus
 # the JSON index. Log-mel entries live under <root>/features, spectra under <root>/spectra.
 
-_CACHE_VERSION = 1  # log-mel
-_SPECTRUM_CACHE_VERSION = 1
+_CACHE_VERSION = 2  # log-mel; 2: short clips tiled, not zero-padded
+_SPECTRUM_CACHE_VERSION = 2  # 2: short clips tiled
 _DATA_FILE = "features.f32"
 
 
@@ -324,6 +325,7 @@ def _map_extract(paths, config, transform, num_workers, progress, description):
     """(features, level, error) per path in order, over a pool of processes (spawned: the parent may hold JAX
     threads)."""
     workers = min(num_workers or os.cpu_count() or 1, max(len(paths), 1))
+    audio.forget_reported_lengths()  # one warning per clip length in each extraction (a pool's workers start anew)
     bar = progress_output.bar(total=len(paths), desc=description, unit="clip", enabled=progress)
     try:
         if workers <= 1 or len(paths) < 8:

@@ -15,7 +15,7 @@ import logging
 
 import numpy as np
 
-from asd_jax.data import dcase, synthetic, synthetic_world
+from asd_jax.data import audio, dcase, synthetic, synthetic_world
 from asd_jax.data.features import FeatureConfig
 
 log = logging.getLogger(__name__)
@@ -44,11 +44,38 @@ def resolve_channel(config, edition: str | None) -> None:
         config.features.channel = channel_for(config.features.get("channel", "mean"), edition)
 
 
+AUTO_DURATION = 0.0  # features.duration_s: the longest training clip's length
+
+
+def duration_for(setting: float, clips: Sequence[dcase.Clip]) -> float:
+    """The clip length (s) a ``features.duration_s`` setting means for a run's training clips: 0 (auto) is the
+    longest of them, read from the files' headers, as the reference recipes pad every clip to their data set's
+    longest (ASDKit); an explicit length is kept. Clips of another length are tiled or cropped to it when read
+    (:func:`asd_jax.data.audio.fit_length`)."""
+    if float(setting) > AUTO_DURATION:
+        return float(setting)
+    if not clips:
+        return audio.DURATION_S
+    lengths = sorted({round(audio.clip_seconds(c.path), 6) for c in clips})
+    if len(lengths) > 1:
+        log.info("training clips last %s s: features.duration_s=0 takes the longest, %g s; shorter clips are tiled",
+                 ", ".join(f"{x:g}" for x in lengths[:6]) + (", ..." if len(lengths) > 6 else ""), lengths[-1])
+    return lengths[-1]
+
+
+def resolve_duration(config, clips: Sequence[dcase.Clip]) -> None:
+    """Set ``features.duration_s`` to what it means for these training clips (:func:`duration_for`), in place."""
+    with config.unlocked():
+        config.features.duration_s = duration_for(config.features.get("duration_s", AUTO_DURATION), clips)
+
+
 def feature_config(config) -> FeatureConfig:
     """The log-mel settings of a run (``features``); a channel still "auto" (no data seen, e.g. the benchmark)
-    means the channel average."""
+    means the channel average, a duration still 0 (auto) the 10 s of DCASE's clips."""
     settings = config.features.to_dict()
     settings["channel"] = channel_for(settings.get("channel", "mean"), None)
+    if float(settings.get("duration_s", AUTO_DURATION)) <= AUTO_DURATION:
+        settings["duration_s"] = audio.DURATION_S
     return FeatureConfig(**settings)
 
 

@@ -13,7 +13,7 @@ or noise clip has no SNR: that pair is skipped and reported.
 **Draws** (seeded, reproducible): the noise clips are used in turns, each turn a fresh random order, so ``count``
 equal to the number of noise clips uses each once. Each noise clip is paired with a random clean clip of its machine
 type and section (any clean clip of the type when no clean clip has its section) and a uniform SNR in ``snr_db``.
-Clean clips are read at the run's rate and duration (:func:`asd_jax.data.audio.load_clip`, padded or cropped as for
+Clean clips are read at the run's rate and duration (:func:`asd_jax.data.audio.load_clip`, tiled or cropped as for
 features); a noise clip is read whole and repeated or cropped to the clean clip's length.
 
 **Names.** A mixture is written as ``<clean clip's name>_noisemix_NNNN.wav`` (NNNN: the mixture's number). A 2021+
@@ -52,7 +52,7 @@ PEAK = 0.99  # a mixture whose peak exceeds this is scaled down (clean and noise
 SUFFIX = "_noisemix_"
 DEFAULT_SNR_DB = (-5.0, 5.0)
 _CACHE_KIND = "noise_mixtures"
-_CACHE_VERSION = 1
+_CACHE_VERSION = 2  # 2: short clean clips tiled, not zero-padded
 
 
 class SilentClip(ValueError):

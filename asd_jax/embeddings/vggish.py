@@ -328,7 +328,7 @@ class VGGishExtractor:
 # On-disk cache of clip vectors (an asd_jax.fileio.CacheEntry): vectors.npy plus the JSON index with a checksum of
 # sampled rows, under <cache root>/vggish/<key>.
 
-_CACHE_VERSION = 2  # 2: the index holds the vectors' checksum
+_CACHE_VERSION = 3  # 2: the index holds the vectors' checksum; 3: short clips tiled
 _VECTORS_FILE = "vectors.npy"
 
 

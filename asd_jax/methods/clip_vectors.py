@@ -63,7 +63,7 @@ class OCSVMDetector(Detector):
         embedded = clip_embeddings(paths, handle=vggish.handle, backend=vggish.backend,
                                    pooling=self.config[self.pooling_section].pooling, cache_root=self.cache_root,
                                    batch_size=vggish.batch_size, progress=self.config.progress,
-                                   duration_s=self.config.features.duration_s)
+                                   duration_s=feature_config(self.config).duration_s)
         return embedded.vectors, embedded.paths, embedded.skipped
 
     def fit(self, clips: list[Clip], validation_clips: Sequence[Clip] = (),

@@ -36,13 +36,32 @@ def test_resample_keeps_a_tone():
     assert len(out) == 16_000 and abs(np.argmax(spectrum) - 440) <= 1
 
 
-def test_length_is_padded_or_cropped_with_warning(tmp_path, caplog):
-    path = str(tmp_path / "short.wav")
-    write_wav(path, seconds=0.25)
+def test_a_short_clip_is_tiled_and_a_long_one_cropped_with_one_warning_per_length(tmp_path, caplog):
+    audio.forget_reported_lengths()
+    paths = [str(tmp_path / f"short_{i}.wav") for i in range(2)]
+    originals = [write_wav(path, seconds=0.25, seed=i)[:, 0] for i, path in enumerate(paths)]
     with caplog.at_level(logging.WARNING):
-        wave = audio.load_audio(path, duration_s=0.5)
-    assert wave.shape == (8000,) and np.all(wave[4000:] == 0) and "zero-padded" in caplog.text
-    assert audio.load_audio(path, duration_s=0.1).shape == (1600,)
+        wave = audio.load_audio(paths[0], duration_s=0.6)
+    # tiled: the clip repeated from its start (4000 + 4000 + 1600 samples), no silence
+    assert wave.shape == (9600,) and "tiled" in caplog.text and paths[0] in caplog.text
+    np.testing.assert_allclose(wave, np.concatenate([originals[0], originals[0], originals[0][:1600]]), atol=1e-4)
+    caplog.clear()
+    with caplog.at_level(logging.WARNING):
+        again = audio.load_audio(paths[1], duration_s=0.6)  # the same lengths: not reported again
+        cropped = audio.load_audio(paths[1], duration_s=0.1)  # another length: reported
+    np.testing.assert_allclose(again[4000:8000], originals[1], atol=1e-4)
+    assert paths[1] in caplog.text and caplog.text.count("samples instead of") == 1 and "cropped" in caplog.text
+    np.testing.assert_allclose(cropped, originals[1][:1600], atol=1e-4)
+
+
+def test_clip_seconds_reads_the_header(tmp_path):
+    path = str(tmp_path / "clip.wav")
+    write_wav(path, seconds=1.5, rate=48_000, channels=2)
+    assert audio.clip_seconds(path) == pytest.approx(1.5)
+    broken = tmp_path / "broken.wav"
+    broken.write_bytes(b"not audio at all")
+    with pytest.raises(audio.AudioError, match="broken.wav"):
+        audio.clip_seconds(str(broken))
 
 
 def test_bad_files_raise_errors_naming_the_file(tmp_path):

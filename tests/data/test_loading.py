@@ -23,6 +23,24 @@ def test_feature_config_reads_an_unresolved_auto_channel_as_the_average():
     assert loading.feature_config(config).channel == 1
 
 
+def test_the_auto_duration_is_the_longest_training_clip_and_an_explicit_one_is_kept(tmp_path):
+    from tests.conftest import write_wav
+    clips = []
+    for i, seconds in enumerate((1.0, 1.5, 1.0)):
+        path = str(tmp_path / f"section_00_source_train_normal_{i:04d}.wav")
+        write_wav(path, seconds=seconds, rate=32_000 if i else 16_000)  # the length counts, not the rate
+        clips.append(dcase.Clip(path, "fan", "00", "train", dcase.NORMAL, "source"))
+    config = get_config()
+    assert config.features.duration_s == loading.AUTO_DURATION
+    assert loading.feature_config(config).duration_s == 10.0  # no data seen (the benchmark): DCASE's 10 s
+    loading.resolve_duration(config, clips)
+    assert config.features.duration_s == pytest.approx(1.5) and loading.feature_config(config).num_frames == 47
+    config.features.duration_s = 2.0
+    loading.resolve_duration(config, clips)
+    assert config.features.duration_s == 2.0
+    assert loading.duration_for(0.0, []) == 10.0
+
+
 def test_split_list():
     assert loading.split_list(" a, b,,c ") == ["a", "b", "c"] and loading.split_list("") == []
 

@@ -112,7 +112,7 @@ def _write_bad_files(train: str, test: str) -> dict[str, tuple[str, str]]:
     bad("44k1", "normal_id_00_00000107.wav", train, "used", tone(rate=44_100))
     bad("stereo", "normal_id_00_00000108.wav", train, "used", tone(channels=2))
     bad("8ch", "normal_id_00_00000109.wav", train, "used", tone(channels=8))
-    bad("short", "normal_id_00_00000110.wav", train, "warned", tone(seconds=0.3))  # padded, warned
+    bad("short", "normal_id_00_00000110.wav", train, "warned", tone(seconds=0.3))  # tiled, warned
     bad("long", "normal_id_00_00000111.wav", train, "warned", tone(seconds=2.5))  # cropped, warned
     bad("silent", "normal_id_00_00000112.wav", train, "warned", tone(amplitude=0.0))  # dead microphone
     bad("test_broken", "anomaly_id_02_00000100.wav", test, "skipped", raw(b"RIFF\x00\x00"))  # broken test clip
