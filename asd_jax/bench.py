@@ -96,6 +96,8 @@ def bench_one(method_name: str, config, ensemble_size: int, features: jax.Array,
     if method.kind != "ensemble":
         raise ValueError(f"no training-step benchmark for {method_name!r} (kind {method.kind!r}); the benchmark covers "
                          f"{', '.join(registry.names('ensemble'))}")
+    config = config.copy_and_resolve_references()
+    method.resolve_config(config)  # e.g. the id classifier's whole-clip frames, for the stand-in clips' length
     model = method.window_model(config)
     section = config[method.section]
     train = ensemble.TrainConfig.from_section(section.train)

@@ -90,6 +90,7 @@ def _run_group_locked(group: experiment.Group, run: RunDir, config, method: regi
     data = data or (loading.load_types(config, types, edition) if types else loading.load_data(config))
     loading.resolve_channel(config, data.edition)
     loading.resolve_duration(config, data.fit + data.validation)
+    method.resolve_config(config)  # settings that follow the clip length (the id classifier's whole-clip frames)
     described = [m.describe() for m in group.members]
     continued = workdir.check_resumable(run, config, described)
     distributed.barrier("asd_jax: run checked")  # every process read the old config before process 0 replaces it

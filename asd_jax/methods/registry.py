@@ -72,6 +72,9 @@ class Method:
     classifier's whole-clip spectra); ``joint_types(section)`` says whether a run over several machine types trains
     one model over all of them (:mod:`asd_jax.every_type`).
 
+    ``resolve(config)`` fills in, in place, settings that follow the data once the clip length is known (the id
+    classifier's ``frames=0``: the whole clip); :meth:`resolve_config` calls it.
+
     ``supplemental`` names the DCASE 2025 supplemental clips the method trains on when the data has them and
     ``--config.supplemental=auto``: "machine" adds the clean machine recordings to its normal training clips (clean
     recordings without the background shift what "normal" sounds like); "noise" uses the noise-only recordings as
@@ -97,6 +100,7 @@ class Method:
     supplemental: tuple[str, ...] = ()  # DCASE 2025 supplemental kinds it trains on: "machine", "noise" (mixtures)
     clip_inputs: Callable[[ml_collections.ConfigDict], dict[str, tuple[int, ...]]] | None = None
     joint_types: Callable[[ml_collections.ConfigDict], bool] | None = None
+    resolve: Callable[[ml_collections.ConfigDict], None] | None = None
 
     def stand_in_clip_data(self, config: ml_collections.ConfigDict, num_clips: int, seed: int = 0):
         """Per-clip data of a stand-in training set (the benchmark's): zero class labels for a method with
@@ -109,6 +113,13 @@ class Method:
         keys = jax.random.split(jax.random.PRNGKey(seed), len(shapes))
         data = {name: jax.random.normal(key, (num_clips, *shape)) for key, (name, shape) in zip(keys, shapes.items())}
         return {**({"labels": labels} if labels is not None else {}), **data}
+
+    def resolve_config(self, config: ml_collections.ConfigDict) -> None:
+        """Fill in the settings of this method that follow the data (``resolve``), in place; the clip length
+        (``features.duration_s``) is resolved first, or read as 10 s when no data was seen (the benchmark)."""
+        if self.resolve:
+            with config.unlocked():
+                self.resolve(config)
 
     def trains_types_jointly(self, config: ml_collections.ConfigDict) -> bool:
         """Whether a run over several machine types trains one model on all of them (``joint_types``) rather than
@@ -276,10 +287,16 @@ register(Method("logmel_ocsvm", "per-bin log-mel mean and std -> StandardScaler 
                 test_settings={"gammas": "scale,0.01", "nus": "0.1,0.2"}))
 
 
+def _whole_clip_frames(config) -> None:  # id_classifier.frames=0: windows of the whole clip
+    if int(config.id_classifier.frames) <= 0:
+        config.id_classifier.frames = loading.feature_config(config).num_frames
+
+
 def _classifier_config():  # a machine-id classifier with an angular-margin head (the field's leading family)
     return ml_collections.ConfigDict(dict(
         # dual: a spectrogram branch (2-D CNN over log-mel windows of `frames` frames) and a spectrum branch (1-D
         # convolutions over the whole clip's log magnitude spectrum, FFT bins pooled by spectrum_pool); or one of them
+        # frames: the spectrogram branch's window; 0: the whole clip (the features' frame count, 313 for 10 s)
         frontend="dual", frames=64, score_hop=16, channels="16,32,64,128", stem_stride=2, embedding_dim=128,
         # frequency: each branch keeps where in frequency its features lie (max over time, flattened, dense), as
         # the reference systems; mean: global average over time and frequency
@@ -315,6 +332,7 @@ register(Method(
         loading.feature_config(config), int(config.id_classifier.spectrum_pool)),)}
         if config.id_classifier.frontend in ("dual", "spectrum") else {}),
     joint_types=lambda section: section.types == "joint",
+    resolve=_whole_clip_frames,
     supplemental=("machine", "noise"),  # 2025: clean clips as normal data, noise-only clips mixed in
     test_settings={"frames": 8, "score_hop": 4, "channels": "4,8", "embedding_dim": 8, "subclusters": 2,
                    "spectrum_channels": "4,8", "spectrum_kernel": 64, "spectrum_stride": 32, "spectrum_pool": 8}))

@@ -106,3 +106,20 @@ def test_a_method_registered_in_the_test_runs_end_to_end(toy, tiny_dataset, tmp_
     assert [(r["method"], r["ensemble_size"]) for r in output["results"]] == [("toy_mlp", 1), ("toy_mlp", 2)]
     assert all(r["windows_per_s_total"] > 0 and r["flops_per_window"] == 3.0 * 2 * 2 * 2 * 8 * 4
                for r in output["results"])
+
+
+def test_the_id_classifiers_frames_0_resolves_to_the_whole_clip_once_its_length_is_known():
+    from asd_jax.config import get_config
+    from asd_jax.data import loading
+    config = get_config()
+    config.method, config.id_classifier.frames = "id_classifier", 0
+    method = registry.get("id_classifier")
+    config.features.duration_s = 12.0  # as loading.resolve_duration leaves it for DCASE 2023's ToyCar
+    method.resolve_config(config)
+    assert config.id_classifier.frames == loading.feature_config(config).num_frames == 376
+    config.features.duration_s = 10.0
+    method.resolve_config(config)  # resolved once: an explicit window length is kept
+    assert config.id_classifier.frames == 376
+    assert method.window_model(config, (["a", "b"], [0, 1])).window_length == 376
+    registry.get("lstm").resolve_config(config)  # a method without settings that follow the data: nothing changes
+    assert config.lstm.frames == get_config().lstm.frames
