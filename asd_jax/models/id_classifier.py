@@ -20,10 +20,10 @@ Losses (``loss``):
   norm of the projection of the normalised embedding), scaled as in AdaCos.
 
 Frontends (``frontend``): ``spectrogram``, a 2-D residual CNN over log-mel windows of ``frames`` frames (the whole
-clip when ``frames`` is its frame count, which ``frames=0`` asks for); ``spectrum``, 1-D convolutions over the log magnitude spectrum of the whole
-clip (one FFT over all its samples: 0.1 Hz bins for 10 s, pooled by ``spectrum_pool``), which keeps the fine
-frequency resolution tonal faults live in; ``dual``, both, their embeddings concatenated (Wilkinghoff's dual-branch
-systems, DCASE 2021-2024).
+clip when ``frames`` is its frame count, which ``frames=0`` asks for); ``spectrum``, 1-D convolutions over the log
+magnitude spectrum of the whole clip (one FFT over all its samples: 0.1 Hz bins for 10 s, pooled by
+``spectrum_pool``), which keeps the fine frequency resolution tonal faults live in; ``dual``, both, their embeddings
+concatenated (Wilkinghoff's dual-branch systems, DCASE 2021-2024).
 """
 
 from __future__ import annotations
