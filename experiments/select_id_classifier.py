@@ -38,6 +38,7 @@ DISCRETE = {
     "adaproj": {"id_classifier.loss": "adaproj"},
     "mean_pooling": {"id_classifier.pooling": "mean"},
     "no_mixup": {"id_classifier.mixup_alpha": 0.0},
+    "squeeze_excite": {"id_classifier.squeeze_excite": True},  # ASDKit's SEBlock in every residual block
     # the spectrogram branch over the whole 10-s clip (313 frames), each clip twice per epoch (about the compute
     # of the default's eight 64-frame windows per clip)
     "whole_clip": {"id_classifier.frames": 0, "id_classifier.train.windows_per_clip": 2},

@@ -301,6 +301,7 @@ def _classifier_config():  # a machine-id classifier with an angular-margin head
         # frequency: each branch keeps where in frequency its features lie (max over time, flattened, dense), as
         # the reference systems; mean: global average over time and frequency
         pooling="frequency",
+        squeeze_excite=False,  # True: squeeze-excitation in every residual block of both branches, as ASDKit
         spectrum_pool=2, spectrum_kernel=256, spectrum_stride=64, spectrum_channels="16,32,64,128",
         conv="auto",  # auto: convolutions as im2col matmuls on a CPU (much faster there), XLA's elsewhere
         # adacos with subclusters > 1: sub-cluster AdaCos; arcface: ArcFace's margin m and scale s; adaproj: AdaProj

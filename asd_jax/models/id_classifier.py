@@ -42,6 +42,7 @@ CLIP_SAMPLES = 160_000  # the clip the FLOPs count assumes for the spectrum bran
 CLASS_MODES = ("auto", "unit", "unit_attributes")
 CENTRES = ("trainable", "fixed")
 POOLINGS = ("frequency", "mean")  # how a branch's last feature map becomes one vector (see ConvEmbedder)
+SE_RATIO = 16  # squeeze-excitation's channel reduction (ASDKit's SEBlock)
 SPECTRUM_HIDDEN_LAYERS = 4  # dense layers after the spectrum branch's first one, as in ASDKit's Conv1dEncoderLayer
 TYPE_MODES = ("joint", "separate")  # machine_type=all: one model over every type, or one per type
 CONVS = ("auto", "patches", "xla")  # auto: patches on a CPU, XLA's convolution elsewhere (see Conv)
@@ -102,14 +103,31 @@ class Conv(nn.Module):
                                             dimension_numbers=("NHWC", "HWIO", "NHWC"))
 
 
+class SqueezeExcite(nn.Module):
+    """Squeeze-and-excitation (Hu et al. 2018), as in ASDKit's residual blocks: each channel of [B, H, W, C] is
+    scaled by a gate in (0, 1) computed from the channels' means: bias-free dense C -> C // ratio (at least 1),
+    ReLU, dense -> C, sigmoid."""
+
+    ratio: int = SE_RATIO
+
+    @nn.compact
+    def __call__(self, x: jax.Array) -> jax.Array:
+        channels = x.shape[-1]
+        gate = nn.relu(nn.Dense(max(1, channels // self.ratio), use_bias=False)(jnp.mean(x, axis=(1, 2))))
+        gate = nn.sigmoid(nn.Dense(channels, use_bias=False)(gate))
+        return x * gate[:, None, None, :]
+
+
 class ResidualBlock(nn.Module):
-    """conv(stride) -> BN -> ReLU -> conv -> BN, plus a 1x1 projected shortcut when the shape changes; 3x3 kernels
-    (``kernel=(3, 1)``: the 1-D block of the spectrum branch, whose inputs are [B, positions, 1, C])."""
+    """conv(stride) -> BN -> ReLU -> conv -> BN (-> squeeze-excitation with ``squeeze_excite``), plus a 1x1
+    projected shortcut when the shape changes; 3x3 kernels (``kernel=(3, 1)``: the 1-D block of the spectrum
+    branch, whose inputs are [B, positions, 1, C])."""
 
     channels: int
     stride: int = 1
     patches: bool = False
     kernel: tuple[int, int] = (3, 3)
+    squeeze_excite: bool = False
 
     @nn.compact
     def __call__(self, x: jax.Array, train: bool) -> jax.Array:
@@ -117,6 +135,8 @@ class ResidualBlock(nn.Module):
         y = Conv(self.channels, self.kernel, self.stride, self.patches)(x)
         y = nn.relu(norm()(y))
         y = norm()(Conv(self.channels, self.kernel, 1, self.patches)(y))
+        if self.squeeze_excite:
+            y = SqueezeExcite()(y)
         if x.shape[-1] != self.channels or self.stride != 1:
             x = norm()(Conv(self.channels, (1, 1), self.stride, self.patches)(x))
         return nn.relu(x + y)
@@ -136,6 +156,7 @@ class ConvEmbedder(nn.Module):
     stem_stride: int = 2
     patches: bool = False
     pooling: str = "frequency"  # see POOLINGS
+    squeeze_excite: bool = False  # squeeze-excitation in every residual block (SqueezeExcite)
 
     @nn.compact
     def __call__(self, frames: jax.Array, train: bool) -> jax.Array:
@@ -143,7 +164,7 @@ class ConvEmbedder(nn.Module):
         x = Conv(self.channels[0], (3, 3), self.stem_stride, self.patches)(x)
         x = nn.relu(nn.BatchNorm(use_running_average=not train, momentum=0.9, epsilon=1e-5)(x))
         for width in self.channels[1:]:
-            x = ResidualBlock(width, stride=2, patches=self.patches)(x, train)
+            x = ResidualBlock(width, stride=2, patches=self.patches, squeeze_excite=self.squeeze_excite)(x, train)
         if self.pooling == "mean":
             return nn.Dense(self.embedding_dim, use_bias=False)(jnp.mean(x, axis=(1, 2)))
         x = jnp.max(x, axis=1).reshape(x.shape[0], -1)  # [B, mel positions * C]: where in frequency is kept
@@ -186,6 +207,7 @@ class SpectrumEmbedder(nn.Module):
     stride: int = 64
     patches: bool = False
     pooling: str = "frequency"  # see POOLINGS
+    squeeze_excite: bool = False  # squeeze-excitation in every residual block (SqueezeExcite)
 
     @nn.compact
     def __call__(self, spectra: jax.Array, train: bool) -> jax.Array:
@@ -193,7 +215,8 @@ class SpectrumEmbedder(nn.Module):
         x = strided_conv1d(spectra[..., None], weights, self.stride)[:, :, None, :]  # [B, positions, 1, C]
         x = nn.relu(nn.BatchNorm(use_running_average=not train, momentum=0.9, epsilon=1e-5)(x))
         for width in self.channels[1:]:
-            x = ResidualBlock(width, stride=2, patches=self.patches, kernel=(3, 1))(x, train)
+            x = ResidualBlock(width, stride=2, patches=self.patches, kernel=(3, 1),
+                              squeeze_excite=self.squeeze_excite)(x, train)
         if self.pooling == "mean":
             return nn.Dense(self.embedding_dim, use_bias=False)(jnp.mean(x, axis=(1, 2)))
         x = x.reshape(x.shape[0], -1)  # [B, positions * C]: every frequency region keeps its own weights
@@ -229,6 +252,7 @@ class IdClassifier(nn.Module):
     spectrum_stride: int = 64
     projection: bool = False  # AdaProj: a class is the span of its centres
     pooling: str = "frequency"  # see POOLINGS
+    squeeze_excite: bool = False  # squeeze-excitation in both branches' residual blocks
 
     @property
     def uses_spectra(self) -> bool:
@@ -250,13 +274,14 @@ class IdClassifier(nn.Module):
         parts = []
         if self.frontend in ("dual", "spectrogram"):
             parts.append(ConvEmbedder(tuple(self.channels), self.embedding_dim, self.stem_stride,
-                                      self.patches, self.pooling)(frames, train))
+                                      self.patches, self.pooling, self.squeeze_excite)(frames, train))
         if self.uses_spectra:
             if spectra is None:
                 raise ValueError(f"id_classifier.frontend={self.frontend} reads each clip's spectrum: pass spectra "
                                  "[B, bins] (their length sets the spectrum branch's parameters)")
             parts.append(SpectrumEmbedder(tuple(self.spectrum_channels), self.embedding_dim, self.spectrum_kernel,
-                                          self.spectrum_stride, self.patches, self.pooling)(spectra, train))
+                                          self.spectrum_stride, self.patches, self.pooling,
+                                          self.squeeze_excite)(spectra, train))
         embeddings = jnp.concatenate(parts, axis=-1) if len(parts) > 1 else parts[0]
         centres = self.param("centres", nn.initializers.glorot_uniform(),
                              (self.num_classes * self.subclusters, embeddings.shape[-1]))
@@ -452,6 +477,7 @@ def build_module(section, classes: Sequence[str] | None = None, class_units: Seq
         spectrum_kernel=int(section.get("spectrum_kernel", 256)),
         spectrum_stride=int(section.get("spectrum_stride", 64)),
         projection=projection, pooling=pooling_of(section),
+        squeeze_excite=bool(section.get("squeeze_excite", False)),
         head=Head(section.loss, float(section.margin), float(section.scale),
                   1 if projection else int(section.subclusters), units),  # AdaProj's classes are whole subspaces
         augmentation=Augment(float(section.mixup_alpha), float(section.get("mixup_prob", 1.0)),
@@ -515,6 +541,14 @@ def check_section(section) -> None:
         raise ValueError("id_classifier.channels needs at least one width, e.g. '16,32,64,128'")
 
 
+def _squeeze_excite_flops(section, channels: int) -> float:
+    """The two dense layers of one block's squeeze-excitation (0 without it; the mean and the scaling are not
+    matmuls)."""
+    if not section.get("squeeze_excite", False):
+        return 0.0
+    return 2.0 * 2 * channels * max(1, channels // SE_RATIO)
+
+
 def spectrogram_flops(section, mels: int) -> float:
     """Forward FLOPs of the spectrogram branch on one window: every convolution and the embedding layer."""
     frames, channels, stride = int(section.frames), list(_widths(section.channels)), int(section.stem_stride)
@@ -524,6 +558,7 @@ def spectrogram_flops(section, mels: int) -> float:
     for out in channels[1:]:
         height, width = -(-height // 2), -(-width // 2)
         forward += 2.0 * height * width * (9 * previous * out + 9 * out * out + previous * out)
+        forward += _squeeze_excite_flops(section, out)
         previous = out
     flattened = previous * (width if pooling_of(section) == "frequency" else 1)
     return forward + 2.0 * flattened * int(section.embedding_dim)
@@ -540,6 +575,7 @@ def spectrum_flops(section, samples: int = CLIP_SAMPLES) -> float:
     for out in channels[1:]:
         positions = -(-positions // 2)
         forward += 2.0 * positions * (3 * previous * out + 3 * out * out + previous * out)
+        forward += _squeeze_excite_flops(section, out)
         previous = out
     dim = int(section.embedding_dim)
     if pooling_of(section) != "frequency":

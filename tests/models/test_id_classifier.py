@@ -275,3 +275,35 @@ def test_adaproj_trains_with_the_adaptive_scale_and_scores_minus_log_probability
     logits = float(variables["batch_stats"]["adacos_scale"]) * np.asarray(cosines, np.float64)
     log_p = logits - np.log(np.exp(logits).sum(axis=1, keepdims=True))
     np.testing.assert_allclose(np.asarray(scores), -log_p[np.arange(4), [0, 1, 0, 1]], rtol=1e-4)
+
+
+def test_squeeze_excite_scales_each_channel_by_its_hand_computed_gate():
+    """SE: the channel means through dense (C -> C // 16) + ReLU, dense (-> C) + sigmoid, one gate per channel."""
+    x = jax.random.normal(jax.random.PRNGKey(0), (2, 5, 3, 32))
+    se = m.SqueezeExcite()
+    variables = se.init(jax.random.PRNGKey(1), x)
+    w1, w2 = (np.asarray(variables["params"][f"Dense_{i}"]["kernel"]) for i in (0, 1))
+    assert w1.shape == (32, 2) and w2.shape == (2, 32)
+    gate = 1 / (1 + np.exp(-(np.maximum(np.asarray(x).mean(axis=(1, 2)) @ w1, 0) @ w2)))
+    np.testing.assert_allclose(se.apply(variables, x), np.asarray(x) * gate[:, None, None, :], rtol=1e-5, atol=1e-6)
+
+
+def test_squeeze_excite_sits_in_every_residual_block_of_both_branches_and_trains():
+    module = m.ClassifierModule(num_classes=3, channels=(4, 8, 16), embedding_dim=6, subclusters=2, frontend="dual",
+                                spectrum_channels=(4, 8), spectrum_kernel=16, spectrum_stride=8, squeeze_excite=True,
+                                head=m.Head("adacos", 0.5, 30.0, 2, (0, 1, 2)))
+    windows = jax.random.normal(jax.random.PRNGKey(1), (6, 16, 10))
+    spectra = jax.random.normal(jax.random.PRNGKey(2), (6, 200))
+    variables = module.init(jax.random.PRNGKey(0), windows, train=False, spectra=spectra)
+    params = variables["params"]
+    for branch, blocks in (("ConvEmbedder_0", 2), ("SpectrumEmbedder_0", 1)):
+        for index in range(blocks):
+            assert "SqueezeExcite_0" in params[branch][f"ResidualBlock_{index}"]
+    batch = {"windows": windows, "spectra": spectra, "labels": jnp.asarray([0, 1, 2, 0, 1, 2]),
+             "key": jax.random.PRNGKey(3)}
+    grads = jax.grad(lambda p: jnp.mean(m.classifier_errors(module, {**variables, "params": p}, batch, True)[0]))(
+        params)
+    gate = np.asarray(grads["ConvEmbedder_0"]["ResidualBlock_1"]["SqueezeExcite_0"]["Dense_1"]["kernel"])
+    assert np.isfinite(gate).all() and np.abs(gate).max() > 0
+    plain = module.clone(squeeze_excite=False).init(jax.random.PRNGKey(0), windows, train=False, spectra=spectra)
+    assert "SqueezeExcite_0" not in plain["params"]["ConvEmbedder_0"]["ResidualBlock_0"]
