@@ -57,7 +57,7 @@ def run(config) -> dict:
     load_before = load_average()
     peak_samples = [matmul_peak(sizes)]
     frames = feature_config(config)
-    shape = (config.benchmark.num_clips, frames.num_frames, frames.n_mels)
+    shape = (config.benchmark.num_clips, frames.num_frames, frames.num_bins)
     features = jax.random.normal(jax.random.PRNGKey(config.seed), shape, jnp.float32)
     results = [bench_one(method, config, int(size), features, member_map)
                for method in split_list(config.method) for size in split_list(config.benchmark.ensemble_sizes)

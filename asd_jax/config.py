@@ -54,7 +54,10 @@ def get_config() -> ml_collections.ConfigDict:
     # duration_s: every clip is tiled or cropped to this length; 0: the longest training clip's (DCASE 2020's
     # ToyCar lasts 11 s, 2023's ToyCar and ToyTrain 12 s, the rest 10 s), saved resolved in the run's config
     config.features = ml_collections.ConfigDict(dict(
-        sample_rate=16_000, duration_s=0.0, n_fft=1024, hop_length=512, n_mels=128, power=2.0))
+        sample_rate=16_000, duration_s=0.0, n_fft=1024, hop_length=512, n_mels=128, power=2.0,
+        # scale=linear: the STFT bins between fmin and fmax (fmax 0: the Nyquist frequency) instead of n_mels mel
+        # bands, e.g. fmin=200, fmax=8000 as the reference id classifiers (asd_jax.data.features.FeatureConfig)
+        scale="mel", fmin=0.0, fmax=0.0))
     # a multichannel file becomes mono by "mean" (channel average), one channel index as a string, e.g. "0" (what
     # DCASE 2020 took from MIMII), or "auto": channel 0 of DCASE 2026's two-channel clips (as its baseline), the
     # average otherwise (raw 8-channel MIMII)

@@ -16,6 +16,7 @@ import concurrent.futures
 import dataclasses
 import functools
 import itertools
+import math
 import logging
 import multiprocessing
 import os
@@ -32,9 +33,16 @@ from asd_jax.data.audio import QUIET_DBFS, AudioError, ChannelError, load_clip, 
 log = logging.getLogger(__name__)
 
 
+SCALES = ("mel", "linear")
+
+
 @dataclasses.dataclass(frozen=True)
 class FeatureConfig:
     """DCASE 2020 baseline front end: librosa mel, n_fft 1024, hop 512, 128 mels, power 2, 10*log10(mel + eps).
+
+    ``scale="linear"``: no mel filterbank, the STFT bins themselves between ``fmin`` and ``fmax`` (the input of the
+    reference id classifiers: ASDKit's 1024-point STFT from 200 Hz to 8 kHz, 500 bins 15.6 Hz apart),
+    10*log10(|STFT|^power + eps); ``n_mels`` is then not read (:attr:`num_bins` is the feature width).
 
     ``channel``: how a multichannel file becomes mono, ``"mean"`` (channel average) or a channel index such as
     ``0`` (DCASE 2020 took channel 0 of raw MIMII); see :func:`asd_jax.data.audio.select_channel`.
@@ -50,9 +58,27 @@ class FeatureConfig:
     fmax: float | None = None
     eps: float = float(np.finfo(np.float32).eps)
     channel: str | int = "mean"
+    scale: str = "mel"  # see SCALES
 
     def __post_init__(self):
         object.__setattr__(self, "channel", normalise_channel(self.channel))
+        if self.scale not in SCALES:
+            raise ValueError(f"features.scale={self.scale!r}: choose one of {', '.join(SCALES)}")
+        if self.scale == "linear" and not len(self.linear_bins):
+            raise ValueError(f"features.fmin={self.fmin} and fmax={self.fmax} leave no STFT bin of n_fft={self.n_fft} "
+                             f"at {self.sample_rate} Hz: widen the range")
+
+    @property
+    def linear_bins(self) -> range:
+        """The STFT bins (of n_fft // 2 + 1) that ``scale="linear"`` keeps: centre frequency in [fmin, fmax]."""
+        step = self.sample_rate / self.n_fft
+        top = self.sample_rate / 2 if self.fmax is None else self.fmax
+        return range(int(math.ceil(self.fmin / step - 1e-9)), min(self.n_fft // 2, int(math.floor(top / step + 1e-9))) + 1)
+
+    @property
+    def num_bins(self) -> int:
+        """Width of one frame of features: ``n_mels``, or (linear) the number of kept STFT bins."""
+        return self.n_mels if self.scale == "mel" else len(self.linear_bins)
 
     @property
     def num_frames(self) -> int:
@@ -61,9 +87,15 @@ class FeatureConfig:
 
 
 def log_mel(wave: np.ndarray, config: FeatureConfig = FeatureConfig()) -> np.ndarray:
-    """[samples] float32 -> [frames, n_mels] float32 log-mel (dB)."""
+    """[samples] float32 -> [frames, n_mels] float32 log-mel (dB); with ``config.scale="linear"`` [frames,
+    num_bins], the log of the STFT bins between fmin and fmax."""
     import librosa
 
+    if config.scale == "linear":
+        bins = config.linear_bins
+        magnitude = np.abs(librosa.stft(y=wave, n_fft=config.n_fft, hop_length=config.hop_length))
+        power = magnitude[bins.start:bins.stop] ** config.power
+        return (10.0 * np.log10(power + config.eps)).T.astype(np.float32)
     mel = librosa.feature.melspectrogram(
         y=wave, sr=config.sample_rate, n_fft=config.n_fft, hop_length=config.hop_length, n_mels=config.n_mels,
         power=config.power, fmin=config.fmin, fmax=config.fmax)
@@ -135,7 +167,7 @@ class _FrontEnd:
 
 
 def _log_mel_front_end(config: FeatureConfig) -> _FrontEnd:
-    return _FrontEnd("features", _CACHE_VERSION, dataclasses.asdict(config), (config.num_frames, config.n_mels),
+    return _FrontEnd("features", _CACHE_VERSION, dataclasses.asdict(config), (config.num_frames, config.num_bins),
                      functools.partial(log_mel, config=config))
 
 

@@ -76,6 +76,8 @@ def feature_config(config) -> FeatureConfig:
     settings["channel"] = channel_for(settings.get("channel", "mean"), None)
     if float(settings.get("duration_s", AUTO_DURATION)) <= AUTO_DURATION:
         settings["duration_s"] = audio.DURATION_S
+    if not settings.get("fmax"):  # 0 (or a config saved before the key): up to the Nyquist frequency
+        settings["fmax"] = None
     return FeatureConfig(**settings)
 
 

@@ -116,7 +116,7 @@ class SequenceDetector(Detector):
         detector.load_extras()
         detector.normalizer = Normalizer.load(run.file(RunDir.NORMALIZER))
         optimizer = detector.train_config.make_optimizer(1)  # the structure only: the values are in the checkpoint
-        detector.states = inference.restore_states(run, detector.model, detector.members, detector.features.n_mels,
+        detector.states = inference.restore_states(run, detector.model, detector.members, detector.features.num_bins,
                                                    optimizer)
         return detector
 

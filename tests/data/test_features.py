@@ -28,6 +28,27 @@ def test_log_mel_matches_the_dcase_baseline_formula():
     assert F.FeatureConfig().num_frames == 313
 
 
+def test_linear_scale_is_the_log_power_of_the_stft_bins_between_fmin_and_fmax():
+    """scale=linear against a NumPy STFT (centred frames, zero padding, periodic Hann window): ASDKit's 1024-point
+    STFT from 200 Hz to 8 kHz keeps bins 13 (203 Hz) to 512 (8 kHz), 500 of them."""
+    wave = (0.1 * np.random.default_rng(1).standard_normal(16_000)).astype(np.float32)
+    config = F.FeatureConfig(duration_s=1.0, scale="linear", fmin=200.0, fmax=8000.0)
+    assert config.linear_bins == range(13, 513) and config.num_bins == 500
+    padded = np.pad(wave.astype(np.float64), 512)
+    window = 0.5 - 0.5 * np.cos(2 * np.pi * np.arange(1024) / 1024)
+    frames = np.stack([padded[start:start + 1024] * window for start in range(0, len(padded) - 1023, 512)])
+    power = np.abs(np.fft.rfft(frames, axis=-1))[:, 13:513] ** 2
+    features = F.log_mel(wave, config)
+    assert features.shape == (config.num_frames, 500) == (32, 500)
+    np.testing.assert_allclose(features, 10 * np.log10(power + config.eps), rtol=1e-4, atol=1e-3)
+    assert F.FeatureConfig(scale="linear").num_bins == 513  # fmin 0, fmax None: every bin
+    assert F.FeatureConfig(scale="mel", n_mels=64).num_bins == 64
+    with pytest.raises(ValueError, match="features.scale='bark'"):
+        F.FeatureConfig(scale="bark")
+    with pytest.raises(ValueError, match="leave no STFT bin"):
+        F.FeatureConfig(scale="linear", fmin=7000.0, fmax=6000.0)
+
+
 def test_parameters_are_configurable():
     wave = np.zeros(16_000, np.float32)
     config = F.FeatureConfig(duration_s=1.0, n_fft=512, hop_length=256, n_mels=64)

@@ -58,7 +58,9 @@ def test_id_classifier_trains_two_seeds_in_one_program_and_scores_new_clips(back
     assert scored[0]["score"] == pytest.approx(float(written["score"]), rel=1e-4)
 
 
-def test_id_classifier_knn_score_is_the_brute_force_nearest_training_embedding(tiny_dataset, tmp_path):
+@pytest.mark.parametrize("scale", ["mel", pytest.param("linear", marks=pytest.mark.slow)])
+def test_id_classifier_knn_score_is_the_brute_force_nearest_training_embedding(scale, tiny_dataset, tmp_path):
+    """Also on the reference systems' linear-frequency input (features.scale=linear, 200 Hz - 8 kHz: 500 bins)."""
     from asd_jax.methods import inference, registry
     from asd_jax.rundir import RunDir
     from asd_jax.train import ensemble
@@ -66,12 +68,15 @@ def test_id_classifier_knn_score_is_the_brute_force_nearest_training_embedding(t
     run = str(tmp_path / "run")
     config = tiny_config("id_classifier", tiny_dataset, run, str(tmp_path / "cache"), epochs=1)
     config.id_classifier.backend = "knn"
+    if scale == "linear":
+        config.features.scale, config.features.fmin, config.features.fmax = "linear", 200.0, 8000.0
     pipeline.train_and_evaluate(config)
     detector = registry.get("id_classifier").restore_detector(config, RunDir(run), [ensemble.Member.create(0)])
     saved = np.load(os.path.join(run, "knn_train_embeddings.npz"))
     test_dir = os.path.join(tiny_dataset, "slider", "test")
     paths = [os.path.join(test_dir, name) for name in sorted(os.listdir(test_dir))]
     extracted = detector._extract(paths, "test")
+    assert extracted.features.shape[-1] == (500 if scale == "linear" else 32)
     embeddings = inference.score_clips(detector.embed_fn, detector.states, extracted.features, detector.normalizer,
                                        labels=detector.score_labels(extracted.paths))  # with each clip's spectrum
     units = [os.path.basename(p).split("_")[2] for p in extracted.paths]  # normal_id_XX_... / anomaly_id_XX_...
