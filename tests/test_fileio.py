@@ -1,7 +1,6 @@
 """asd_jax.fileio: atomic writes keep the old file when the writer fails, the file lock excludes other threads and
 processes, the cache root follows $ASD_JAX_CACHE_DIR, and a cache entry is valid only whole and intact."""
 
-import dataclasses
 import json
 import os
 import subprocess
@@ -14,6 +13,7 @@ import numpy as np
 import pytest
 
 from asd_jax import fileio
+from asd_jax.data import features
 from asd_jax.data.features import FeatureConfig
 
 REPO = os.path.abspath(os.path.join(os.path.dirname(__file__), ".."))
@@ -129,8 +129,10 @@ def test_cache_keys_are_those_of_existing_caches():
         fileio.cache_key(["/nonexistent/a.wav", "/nonexistent/b.wav"], dict(reversed(settings.items())))
     assert fileio.cache_key(["/nonexistent/a.wav"], settings) != fileio.cache_key(["/nonexistent/b.wav"], settings)
     key = fileio.cache_key(["/nonexistent/a.wav", "/nonexistent/b.wav"],
-                           {"version": 1, "config": dataclasses.asdict(FeatureConfig())})
+                           {"version": 1, "config": features._log_mel_front_end(FeatureConfig()).settings})
     assert key == "84bccab6d8487bf665e9575a"
+    linear = features._log_mel_front_end(FeatureConfig(scale="linear", fmin=200.0)).settings
+    assert linear["scale"] == "linear"  # a new setting's non-default value is keyed
 
 
 def test_sampled_checksum_covers_first_last_and_spread_rows():

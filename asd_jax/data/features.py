@@ -167,7 +167,10 @@ class _FrontEnd:
 
 
 def _log_mel_front_end(config: FeatureConfig) -> _FrontEnd:
-    return _FrontEnd("features", _CACHE_VERSION, dataclasses.asdict(config), (config.num_frames, config.num_bins),
+    settings = dataclasses.asdict(config)
+    if settings["scale"] == "mel":
+        del settings["scale"]  # keyed as before the field existed, so log-mel caches written then stay valid
+    return _FrontEnd("features", _CACHE_VERSION, settings, (config.num_frames, config.num_bins),
                      functools.partial(log_mel, config=config))
 
 
