@@ -39,9 +39,9 @@ DISCRETE = {
     "mean_pooling": {"id_classifier.pooling": "mean"},
     "no_mixup": {"id_classifier.mixup_alpha": 0.0},
     "squeeze_excite": {"id_classifier.squeeze_excite": True},  # ASDKit's SEBlock in every residual block
-    # the spectrogram branch over the whole 10-s clip (313 frames), each clip twice per epoch (about the compute
-    # of the default's eight 64-frame windows per clip)
-    "whole_clip": {"id_classifier.frames": 0, "id_classifier.train.windows_per_clip": 2},
+    # the spectrogram branch over 64-frame windows (2 s), eight per clip and epoch (about the compute of the
+    # default's two whole clips), the clip's embedding the mean of its windows' (the default until 2026-12-04)
+    "windows_64": {"id_classifier.frames": 64, "id_classifier.train.windows_per_clip": 8},
 }
 BACKENDS = ("knn", "knn_domain", "kmeans", "smote", "knn_rescale")
 CONTINUOUS = {"id_classifier.train.learning_rate": (3e-4, 3e-3, "log"), "id_classifier.mixup_alpha": (0.05, 1.0, "log")}

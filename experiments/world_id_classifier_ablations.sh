@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # The id classifier's default recipe and its ablations on the DCASE-like world, every type in one run, 3 seeds in
-# one program each: single branch (spectrogram only), one model per type, fixed centres, plain kNN (the default
-# run's saved embeddings scored again, no training); then the table (experiments/world_table.py).
+# one program each: single branch (spectrogram only), one model per type, fixed centres, 64-frame windows instead
+# of the whole clip, plain kNN (the default run's saved embeddings scored again, no training); then the table
+# (experiments/world_table.py).
 #   WORLD=/path/to/world RUNS=runs/world_ablations bash experiments/world_id_classifier_ablations.sh
 # A run that finished is not trained again (launch.py resumes or reuses its work directory).
 set -euo pipefail
@@ -20,5 +21,6 @@ $PY experiments/rescore_run.py --run "$RUNS/default" --world "$WORLD" --backends
 run spectrogram_only --config.id_classifier.frontend=spectrogram
 run fixed_centres --config.id_classifier.centres=fixed
 run per_type_models --config.id_classifier.types=separate
+run windows_64 --config.id_classifier.frames=64 --config.id_classifier.train.windows_per_clip=8
 $PY experiments/world_table.py "$RUNS/default" "$RUNS/rescored/backend_knn" "$RUNS/spectrogram_only" \
-  "$RUNS/fixed_centres" "$RUNS/per_type_models" --json "$RUNS/ablations.json"
+  "$RUNS/fixed_centres" "$RUNS/per_type_models" "$RUNS/windows_64" --json "$RUNS/ablations.json"

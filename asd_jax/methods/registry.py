@@ -296,8 +296,10 @@ def _classifier_config():  # a machine-id classifier with an angular-margin head
     return ml_collections.ConfigDict(dict(
         # dual: a spectrogram branch (2-D CNN over log-mel windows of `frames` frames) and a spectrum branch (1-D
         # convolutions over the whole clip's log magnitude spectrum, FFT bins pooled by spectrum_pool); or one of them
-        # frames: the spectrogram branch's window; 0: the whole clip (the features' frame count, 313 for 10 s)
-        frontend="dual", frames=64, score_hop=16, channels="16,32,64,128", stem_stride=2, embedding_dim=128,
+        # frames: the spectrogram branch's window; 0 (the default, as the references): the whole clip (the
+        # features' frame count, 313 for 10 s), each clip twice per epoch (windows_per_clip=2); score_hop: the hop
+        # of the scoring windows when frames is shorter than the clip
+        frontend="dual", frames=0, score_hop=16, channels="16,32,64,128", stem_stride=2, embedding_dim=128,
         # frequency: each branch keeps where in frequency its features lie (max over time, flattened, dense), as
         # the reference systems; mean: global average over time and frequency
         pooling="frequency",
@@ -316,7 +318,7 @@ def _classifier_config():  # a machine-id classifier with an angular-margin head
         backend="kmeans", score_normalise=False,
         mixup_alpha=1.0, mixup_prob=0.5,  # lam ~ U(0, 1) on half the windows, as ASDKit's recipes
         time_masks=0, time_mask_frames=8, freq_masks=0, freq_mask_bins=16,
-        train=train_section(20, 64, 1e-3, windows_per_clip=8)))
+        train=train_section(20, 64, 1e-3, windows_per_clip=2)))
 
 
 register(Method(
