@@ -92,6 +92,7 @@ def test_executed_flops_of_the_default_step_are_close_to_the_model_count(method)
     gradients, products with all-zero initial states)."""
     config = get_config()
     entry = registry.get(method)
+    entry.resolve_config(config)  # the classifier's whole-clip frames=0 -> 313 for the default 10-s clips
     model = entry.window_model(config)
     train = config[method].train
     states = jax.eval_shape(lambda: ensemble.init_states(model, [ensemble.Member.create(0)], 128))
