@@ -174,6 +174,9 @@ class Method:
         section = config[self.section]
         module = self.module(section, classes)
         length = int(self.window_length(section))
+        if length < 1:  # e.g. the classifier's frames=0 (the whole clip) before the clip length is known
+            raise ValueError(f"{self.name}: the training window is {length} frames; settings that follow the data "
+                             f"are filled in by Method.resolve_config(config), which must run before window_model")
 
         shapes = self.clip_inputs(config) if self.clip_inputs else {}
 

@@ -115,6 +115,8 @@ def test_the_id_classifiers_frames_0_resolves_to_the_whole_clip_once_its_length_
     config = get_config()
     config.method, config.id_classifier.frames = "id_classifier", 0
     method = registry.get("id_classifier")
+    with pytest.raises(ValueError, match="resolve_config"):  # unresolved: a clear error, not an empty window
+        method.window_model(config, (["a", "b"], [0, 1]))
     config.features.duration_s = 12.0  # as loading.resolve_duration leaves it for DCASE 2023's ToyCar
     method.resolve_config(config)
     assert config.id_classifier.frames == loading.feature_config(config).num_frames == 376
