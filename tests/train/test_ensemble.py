@@ -293,5 +293,6 @@ def test_auto_member_map_is_the_models_choice_on_one_cpu_and_vmap_elsewhere():
     gpu = [SimpleNamespace(platform="gpu")]
     assert distributed.plan_layout(8, 64, "auto", gpu, cpu_member_map="map").member_map == "vmap"
     config = get_config()
+    registry.get("id_classifier").resolve_config(config)  # its whole-clip frames=0 -> the clip's 313 frames
     assert registry.get("dense_ae").window_model(config).cpu_member_map == "vmap"
     assert {registry.get(m).window_model(config).cpu_member_map for m in ("lstm", "gru_ae", "id_classifier")} == {"map"}
