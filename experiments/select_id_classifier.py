@@ -30,6 +30,17 @@ from asd_jax.data import synthetic_world  # noqa: E402
 # the recipe's discrete choices: the reference recipe first, then one change at a time (ablations)
 DISCRETE = {
     "reference": {},
+    # ASDKit's networks (asd_jax.models.id_classifier.BODIES): 7x7 stem + max pool and two pre-activation blocks per
+    # stage, three wide strided convolutions over every FFT bin, squeeze-excitation in both branches
+    "asdkit_body": {"id_classifier.body": "asdkit", "id_classifier.squeeze_excite": True,
+                    "id_classifier.spectrum_pool": 1},
+    # ASDKit's optimiser: AdamW, torch's default decay 0.01
+    "adamw": {"id_classifier.train.optimizer": "adamw", "id_classifier.train.weight_decay": 0.01},
+    # both, and ASDKit's input: linear-frequency STFT bins of 200-8000 Hz (log amplitude here, ASDKit's is linear)
+    "asdkit_recipe": {"id_classifier.body": "asdkit", "id_classifier.squeeze_excite": True,
+                      "id_classifier.spectrum_pool": 1, "id_classifier.train.optimizer": "adamw",
+                      "id_classifier.train.weight_decay": 0.01, "features.scale": "linear", "features.fmin": 200.0,
+                      "features.fmax": 8000.0},
     "single_branch_spectrogram": {"id_classifier.frontend": "spectrogram"},
     "spectrum_only": {"id_classifier.frontend": "spectrum"},
     "per_type_models": {"id_classifier.types": "separate"},
@@ -150,7 +161,9 @@ def main(argv=None) -> None:
         with base.unlocked():
             base.val_fraction, base.id_classifier.train.epochs = 0.25, 1
             base.features.n_mels, base.features.duration_s = 32, 1.0
-            base.id_classifier.frames, base.id_classifier.score_hop = 8, 4
+            # long enough for the asdkit body's 7x7 stem and max pool, and its spectrum convolutions on 1-s clips
+            base.id_classifier.frames, base.id_classifier.score_hop = 16, 8
+            base.id_classifier.spectrum_kernel, base.id_classifier.spectrum_stride = 32, 8
     if not os.path.exists(os.path.join(args.dev_world, "synthetic.json")):
         synthetic_world.generate_world(args.dev_world, world_config, progress=True)
     chosen = candidates(args.points, args.dev_seed)

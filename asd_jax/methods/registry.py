@@ -307,6 +307,10 @@ def _classifier_config():  # a machine-id classifier with an angular-margin head
         # the reference systems; mean: global average over time and frequency
         pooling="frequency",
         squeeze_excite=False,  # True: squeeze-excitation in every residual block of both branches, as ASDKit
+        # compact: one residual block per stage after a 3x3 stem, 1-D residual blocks over the spectrum; asdkit: the
+        # networks of ASDKit's recipes (7x7 stem + max pool, two pre-activation blocks per stage; three wide strided
+        # 1-D convolutions over the spectrum): asd_jax.models.id_classifier.BODIES
+        body="compact",
         spectrum_pool=2, spectrum_kernel=256, spectrum_stride=64, spectrum_channels="16,32,64,128",
         conv="auto",  # auto: convolutions as im2col matmuls on a CPU (much faster there), XLA's elsewhere
         # adacos with subclusters > 1: sub-cluster AdaCos; arcface: ArcFace's margin m and scale s; adaproj: AdaProj

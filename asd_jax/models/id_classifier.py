@@ -23,7 +23,10 @@ Frontends (``frontend``): ``spectrogram``, a 2-D residual CNN over log-mel windo
 clip when ``frames`` is its frame count, which ``frames=0`` asks for); ``spectrum``, 1-D convolutions over the log
 magnitude spectrum of the whole clip (one FFT over all its samples: 0.1 Hz bins for 10 s, pooled by
 ``spectrum_pool``), which keeps the fine frequency resolution tonal faults live in; ``dual``, both, their embeddings
-concatenated (Wilkinghoff's dual-branch systems, DCASE 2021-2024).
+concatenated (Wilkinghoff's dual-branch systems, DCASE 2021-2024). Bodies (``body``): ``compact`` (a 3x3 stem and one
+residual block per stage; 1-D residual blocks over the spectrum) or ``asdkit``, the networks of ASDKit's
+``dis_spec`` / ``dis_multispec`` recipes (a 7x7 stem, a max pool and two pre-activation blocks per stage; three
+wide strided 1-D convolutions over the spectrum).
 """
 
 from __future__ import annotations
@@ -42,6 +45,13 @@ CLIP_SAMPLES = 160_000  # the clip the FLOPs count assumes for the spectrum bran
 CLASS_MODES = ("auto", "unit", "unit_attributes")
 CENTRES = ("trainable", "fixed")
 POOLINGS = ("frequency", "mean")  # how a branch's last feature map becomes one vector (see ConvEmbedder)
+# the branches' layers: "compact" (ConvEmbedder, SpectrumEmbedder: one block per stage, a 3x3 stem) or "asdkit"
+# (ASDKitConvEmbedder, ASDKitSpectrumEmbedder: the networks of ASDKit's dis_spec / dis_multispec recipes)
+BODIES = ("compact", "asdkit")
+# the asdkit spectrum branch's convolutions after the first (whose kernel and stride are spectrum_kernel and
+# spectrum_stride): (kernel, stride), as ASDKit's Conv1dEncoderLayer
+ASDKIT_SPECTRUM_CONVS = ((64, 32), (16, 4))
+ASDKIT_STEM_KERNEL, ASDKIT_POOL = 7, 3  # the asdkit spectrogram branch's 7x7 stride-2 stem and 3x3 stride-2 max pool
 SE_RATIO = 16  # squeeze-excitation's channel reduction (ASDKit's SEBlock)
 SPECTRUM_HIDDEN_LAYERS = 4  # dense layers after the spectrum branch's first one, as in ASDKit's Conv1dEncoderLayer
 TYPE_MODES = ("joint", "separate")  # machine_type=all: one model over every type, or one per type
@@ -65,22 +75,50 @@ def _same_padding(size: int, kernel: int, stride: int) -> tuple[int, int]:
     return total // 2, total - total // 2
 
 
-def patch_conv(x: jax.Array, kernel: jax.Array, stride: int) -> jax.Array:
-    """A "SAME" convolution as shifted strided slices concatenated along channels, then one matmul (im2col).
-
-    x [B, H, W, C_in], kernel [kh, kw, C_in, C_out] -> [B, ceil(H/s), ceil(W/s), C_out]; equal to
-    ``lax.conv_general_dilated`` with "SAME" padding. On a CPU, XLA's convolution inside a loop (the trainer's
-    ``lax.scan`` / ``lax.map``) ran some 30x slower than outside one, while matmuls keep their speed in loops
-    (:func:`uses_patches`); the gradient of a slice is a pad, so the backward pass is matmuls too."""
-    kh, kw, c_in, c_out = kernel.shape
+def _shifted_slices(x: jax.Array, kh: int, kw: int, stride: int, padding: str,
+                    fill: float = 0.0) -> tuple[list[jax.Array], int, int]:
+    """The ``kh * kw`` strided slices of x [B, H, W, C] that a kh x kw window of ``stride`` reads ("SAME": padded
+    with ``fill`` to ceil(H/s) x ceil(W/s) outputs; "VALID": no padding, (H - kh) // s + 1 x ...), and the output's
+    height and width."""
     _, height, width, _ = x.shape
-    (top, bottom), (left, right) = _same_padding(height, kh, stride), _same_padding(width, kw, stride)
-    x = jnp.pad(x, ((0, 0), (top, bottom), (left, right), (0, 0)))
-    out_h, out_w = -(-height // stride), -(-width // stride)
-    columns = [x[:, i:i + (out_h - 1) * stride + 1:stride, j:j + (out_w - 1) * stride + 1:stride, :]
-               for i in range(kh) for j in range(kw)]
+    if padding == "SAME":
+        (top, bottom), (left, right) = _same_padding(height, kh, stride), _same_padding(width, kw, stride)
+        x = jnp.pad(x, ((0, 0), (top, bottom), (left, right), (0, 0)), constant_values=fill)
+        out_h, out_w = -(-height // stride), -(-width // stride)
+    elif padding == "VALID":
+        out_h, out_w = (height - kh) // stride + 1, (width - kw) // stride + 1
+        if out_h < 1 or out_w < 1:
+            raise ValueError(f"a {kh}x{kw} window does not fit a {height}x{width} map (VALID padding): give the "
+                             "id classifier longer windows (id_classifier.frames) or more bins (features.n_mels)")
+    else:
+        raise ValueError(f"padding={padding!r}: choose SAME or VALID")
+    return ([x[:, i:i + (out_h - 1) * stride + 1:stride, j:j + (out_w - 1) * stride + 1:stride, :]
+             for i in range(kh) for j in range(kw)], out_h, out_w)
+
+
+def patch_conv(x: jax.Array, kernel: jax.Array, stride: int, padding: str = "SAME") -> jax.Array:
+    """A convolution as shifted strided slices concatenated along channels, then one matmul (im2col).
+
+    x [B, H, W, C_in], kernel [kh, kw, C_in, C_out] -> [B, ceil(H/s), ceil(W/s), C_out] ("SAME") or
+    [B, (H - kh) // s + 1, (W - kw) // s + 1, C_out] ("VALID"); equal to ``lax.conv_general_dilated`` with that
+    padding. On a CPU, XLA's convolution inside a loop (the trainer's ``lax.scan`` / ``lax.map``) ran some 30x slower
+    than outside one, while matmuls keep their speed in loops (:func:`uses_patches`); the gradient of a slice is a
+    pad, so the backward pass is matmuls too."""
+    kh, kw, c_in, c_out = kernel.shape
+    columns, _, _ = _shifted_slices(x, kh, kw, stride, padding)
     patches = columns[0] if len(columns) == 1 else jnp.concatenate(columns, axis=-1)
     return patches @ kernel.reshape(kh * kw * c_in, c_out)
+
+
+def max_pool(x: jax.Array, window: int, stride: int, padding: str = "SAME") -> jax.Array:
+    """Max pooling of x [B, H, W, C] over ``window`` x ``window`` as the maximum of shifted strided slices ("SAME"
+    pads with -inf, as ``flax.linen.max_pool``, whose result it equals). Its gradient is slices and selects, the
+    operations that keep their speed inside the trainer's loops on a CPU (see :func:`patch_conv`)."""
+    columns, _, _ = _shifted_slices(x, window, window, stride, padding, fill=-jnp.inf)
+    out = columns[0]
+    for column in columns[1:]:
+        out = jnp.maximum(out, column)
+    return out
 
 
 class Conv(nn.Module):
@@ -92,14 +130,15 @@ class Conv(nn.Module):
     kernel_size: tuple[int, int] = (3, 3)
     strides: int = 1
     patches: bool = False
+    padding: str = "SAME"  # or "VALID"
 
     @nn.compact
     def __call__(self, x: jax.Array) -> jax.Array:
         kernel = self.param("kernel", nn.initializers.lecun_normal(),
                             (*self.kernel_size, x.shape[-1], self.features), jnp.float32)
         if self.patches:
-            return patch_conv(x, kernel, self.strides)
-        return jax.lax.conv_general_dilated(x, kernel, (self.strides, self.strides), "SAME",
+            return patch_conv(x, kernel, self.strides, self.padding)
+        return jax.lax.conv_general_dilated(x, kernel, (self.strides, self.strides), self.padding,
                                             dimension_numbers=("NHWC", "HWIO", "NHWC"))
 
 
@@ -225,6 +264,94 @@ class SpectrumEmbedder(nn.Module):
         return nn.Dense(self.embedding_dim, use_bias=False)(x)
 
 
+class PreActivationBlock(nn.Module):
+    """ASDKit's residual block: the input batch-normalised (affine-free), then ReLU -> 3x3 conv(stride) -> BN -> ReLU
+    -> 3x3 conv (-> squeeze-excitation), added to the normalised input, or with ``stride`` 2 to its 3x3 max pool
+    and a 1x1 convolution (also when the width changes). No activation after the sum (pre-activation ResNet)."""
+
+    channels: int
+    stride: int = 1
+    patches: bool = False
+    squeeze_excite: bool = False
+
+    @nn.compact
+    def __call__(self, x: jax.Array, train: bool) -> jax.Array:
+        x = _plain_norm(train)(x)
+        y = Conv(self.channels, (3, 3), self.stride, self.patches)(nn.relu(x))
+        y = Conv(self.channels, (3, 3), 1, self.patches)(nn.relu(_plain_norm(train)(y)))
+        if self.squeeze_excite:
+            y = SqueezeExcite()(y)
+        if self.stride != 1:
+            x = max_pool(x, ASDKIT_POOL, self.stride)
+        if self.stride != 1 or x.shape[-1] != self.channels:
+            x = Conv(self.channels, (1, 1), 1, self.patches)(x)
+        return x + y
+
+
+class ASDKitConvEmbedder(nn.Module):
+    """[B, frames, mels] -> [B, embedding_dim]: the spectrogram network of ASDKit's ``dis_spec`` recipes (its
+    Conv2dEncoderLayer). Each frequency bin batch-normalised over batch and time (affine-free), a 7x7 stride-2
+    "VALID" convolution to ``channels[0]``, BN, ReLU and a 3x3 stride-2 max pool, then one stage per entry of
+    ``channels`` of two :class:`PreActivationBlock` (the first stage at stride 1, the others starting with stride 2),
+    the maximum over time and (``pooling="frequency"``) the frequency positions x channels flattened, affine-free
+    BN and a bias-free linear embedding, or (``"mean"``, ASDKit's ``gap``) their mean over frequency and a bias-free
+    linear layer. All normalisation is affine-free and every layer bias-free, as ASDKit's ``use_bias: false``."""
+
+    channels: Sequence[int] = (16, 32, 64, 128)
+    embedding_dim: int = 128
+    patches: bool = False
+    pooling: str = "frequency"
+    squeeze_excite: bool = False
+
+    @nn.compact
+    def __call__(self, frames: jax.Array, train: bool) -> jax.Array:
+        x = _plain_norm(train)(frames)[..., None]  # per frequency bin
+        x = Conv(self.channels[0], (ASDKIT_STEM_KERNEL,) * 2, 2, self.patches, padding="VALID")(x)
+        x = max_pool(nn.relu(_plain_norm(train)(x)), ASDKIT_POOL, 2, "VALID")
+        for stage, width in enumerate(self.channels):
+            x = PreActivationBlock(width, 1 if stage == 0 else 2, self.patches, self.squeeze_excite)(x, train)
+            x = PreActivationBlock(width, 1, self.patches, self.squeeze_excite)(x, train)
+        x = jnp.max(x, axis=1)  # [B, frequency positions, C]
+        if self.pooling == "mean":
+            return nn.Dense(self.embedding_dim, use_bias=False)(jnp.mean(x, axis=1))
+        return nn.Dense(self.embedding_dim, use_bias=False)(_plain_norm(train)(x.reshape(x.shape[0], -1)))
+
+
+class ASDKitSpectrumEmbedder(nn.Module):
+    """[B, S] whole-clip spectra -> [B, embedding_dim]: the spectrum network of ASDKit's recipes (its
+    Conv1dEncoderLayer). Three bias-free "VALID" 1-D convolutions of ``embedding_dim`` channels, each followed by ReLU
+    (and squeeze-excitation with ``squeeze_excite``): ``kernel`` bins ``stride`` apart, then
+    :data:`ASDKIT_SPECTRUM_CONVS`; then (``pooling="frequency"``) the positions x channels flattened, or (``"mean"``)
+    their mean, through ``1 + SPECTRUM_HIDDEN_LAYERS`` bias-free dense layers with affine-free BN and ReLU and a
+    bias-free linear embedding. Each convolution is one matmul (:func:`strided_conv1d`)."""
+
+    embedding_dim: int = 128
+    kernel: int = 256
+    stride: int = 64
+    pooling: str = "frequency"
+    squeeze_excite: bool = False
+
+    @nn.compact
+    def __call__(self, spectra: jax.Array, train: bool) -> jax.Array:
+        x, convs, length = spectra[..., None], ((self.kernel, self.stride), *ASDKIT_SPECTRUM_CONVS), spectra.shape[-1]
+        for kernel, stride in convs:
+            length = length // stride - kernel // stride + 1
+        if length < 1:
+            raise ValueError(f"the spectrum ({spectra.shape[-1]} bins) is too short for id_classifier.body=asdkit's "
+                             f"spectrum convolutions (kernel, stride: {convs}): lower id_classifier.spectrum_pool "
+                             "or spectrum_kernel, or use body=compact")
+        for index, (kernel, stride) in enumerate(convs):
+            weights = self.param(f"kernel_{index}", nn.initializers.lecun_normal(),
+                                 (kernel, x.shape[-1], self.embedding_dim), jnp.float32)
+            x = nn.relu(strided_conv1d(x, weights, stride))
+            if self.squeeze_excite:
+                x = SqueezeExcite()(x[:, :, None, :])[:, :, 0, :]
+        x = jnp.mean(x, axis=1) if self.pooling == "mean" else x.reshape(x.shape[0], -1)
+        for _ in range(1 + SPECTRUM_HIDDEN_LAYERS):
+            x = nn.relu(_plain_norm(train)(nn.Dense(self.embedding_dim, use_bias=False)(x)))
+        return nn.Dense(self.embedding_dim, use_bias=False)(x)
+
+
 def projection_cosines(embeddings: jax.Array, centres: jax.Array, num_classes: int) -> jax.Array:
     """AdaProj's similarities: [B, D] embeddings and [C * K, D] centres (class-major) -> [B, C], the norm of each
     normalised embedding's projection onto the span of its class's K centres (the cosine between the embedding and
@@ -253,6 +380,7 @@ class IdClassifier(nn.Module):
     projection: bool = False  # AdaProj: a class is the span of its centres
     pooling: str = "frequency"  # see POOLINGS
     squeeze_excite: bool = False  # squeeze-excitation in both branches' residual blocks
+    body: str = "compact"  # see BODIES
 
     @property
     def uses_spectra(self) -> bool:
@@ -271,17 +399,28 @@ class IdClassifier(nn.Module):
         if self.adaptive_scale:  # created at init; read and written by the loss (classifier_errors)
             self.variable("batch_stats", "adacos_scale",
                           lambda: jnp.asarray(fixed_adacos_scale(self.num_classes), jnp.float32))
+        if self.body not in BODIES:
+            raise ValueError(f"id_classifier.body={self.body!r}: choose one of {', '.join(BODIES)}")
+        asdkit = self.body == "asdkit"
         parts = []
         if self.frontend in ("dual", "spectrogram"):
-            parts.append(ConvEmbedder(tuple(self.channels), self.embedding_dim, self.stem_stride,
-                                      self.patches, self.pooling, self.squeeze_excite)(frames, train))
+            if asdkit:
+                parts.append(ASDKitConvEmbedder(tuple(self.channels), self.embedding_dim, self.patches, self.pooling,
+                                                self.squeeze_excite)(frames, train))
+            else:
+                parts.append(ConvEmbedder(tuple(self.channels), self.embedding_dim, self.stem_stride,
+                                          self.patches, self.pooling, self.squeeze_excite)(frames, train))
         if self.uses_spectra:
             if spectra is None:
                 raise ValueError(f"id_classifier.frontend={self.frontend} reads each clip's spectrum: pass spectra "
                                  "[B, bins] (their length sets the spectrum branch's parameters)")
-            parts.append(SpectrumEmbedder(tuple(self.spectrum_channels), self.embedding_dim, self.spectrum_kernel,
-                                          self.spectrum_stride, self.patches, self.pooling,
-                                          self.squeeze_excite)(spectra, train))
+            if asdkit:
+                parts.append(ASDKitSpectrumEmbedder(self.embedding_dim, self.spectrum_kernel, self.spectrum_stride,
+                                                    self.pooling, self.squeeze_excite)(spectra, train))
+            else:
+                parts.append(SpectrumEmbedder(tuple(self.spectrum_channels), self.embedding_dim,
+                                              self.spectrum_kernel, self.spectrum_stride, self.patches, self.pooling,
+                                              self.squeeze_excite)(spectra, train))
         embeddings = jnp.concatenate(parts, axis=-1) if len(parts) > 1 else parts[0]
         centres = self.param("centres", nn.initializers.glorot_uniform(),
                              (self.num_classes * self.subclusters, embeddings.shape[-1]))
@@ -477,7 +616,7 @@ def build_module(section, classes: Sequence[str] | None = None, class_units: Seq
         spectrum_kernel=int(section.get("spectrum_kernel", 256)),
         spectrum_stride=int(section.get("spectrum_stride", 64)),
         projection=projection, pooling=pooling_of(section),
-        squeeze_excite=bool(section.get("squeeze_excite", False)),
+        squeeze_excite=bool(section.get("squeeze_excite", False)), body=section.get("body", "compact"),
         head=Head(section.loss, float(section.margin), float(section.scale),
                   1 if projection else int(section.subclusters), units),  # AdaProj's classes are whole subspaces
         augmentation=Augment(float(section.mixup_alpha), float(section.get("mixup_prob", 1.0)),
@@ -535,6 +674,17 @@ def check_section(section) -> None:
         if len(_widths(section.spectrum_channels)) < 1:
             raise ValueError("id_classifier.spectrum_channels needs at least one width, e.g. '16,32,64,128'")
     uses_patches(section.conv)
+    body = section.get("body", "compact")
+    if body not in BODIES:
+        raise ValueError(f"id_classifier.body={body!r}: choose one of {', '.join(BODIES)}")
+    if body == "asdkit":  # settings its networks do not read
+        if int(section.stem_stride) != 2:
+            raise ValueError("id_classifier.body=asdkit has its own stem (7x7 stride 2 and a 3x3 stride-2 max pool) "
+                             f"and does not read stem_stride={section.stem_stride}: leave it at 2")
+        if _widths(section.get("spectrum_channels", "16,32,64,128")) != (16, 32, 64, 128):
+            raise ValueError("id_classifier.body=asdkit's spectrum branch has embedding_dim channels in each of its "
+                             f"three convolutions and does not read spectrum_channels={section.spectrum_channels!r}: "
+                             "leave it at '16,32,64,128'")
     if int(section.stem_stride) < 1:
         raise ValueError(f"id_classifier.stem_stride must be >= 1 (1: full resolution); got {section.stem_stride}")
     if len(_widths(section.channels)) < 1:
@@ -551,6 +701,8 @@ def _squeeze_excite_flops(section, channels: int) -> float:
 
 def spectrogram_flops(section, mels: int) -> float:
     """Forward FLOPs of the spectrogram branch on one window: every convolution and the embedding layer."""
+    if section.get("body", "compact") == "asdkit":
+        return asdkit_spectrogram_flops(section, mels)
     frames, channels, stride = int(section.frames), list(_widths(section.channels)), int(section.stem_stride)
     height, width = -(-frames // stride), -(-mels // stride)
     forward = 2.0 * height * width * 9 * channels[0]
@@ -564,8 +716,39 @@ def spectrogram_flops(section, mels: int) -> float:
     return forward + 2.0 * flattened * int(section.embedding_dim)
 
 
+def asdkit_spectrogram_flops(section, mels: int) -> float:
+    """Forward FLOPs of the asdkit spectrogram branch (:class:`ASDKitConvEmbedder`) on one window."""
+    channels, se = list(_widths(section.channels)), lambda c: _squeeze_excite_flops(section, c)
+    height, width = (int(section.frames) - ASDKIT_STEM_KERNEL) // 2 + 1, (mels - ASDKIT_STEM_KERNEL) // 2 + 1
+    forward = 2.0 * height * width * ASDKIT_STEM_KERNEL ** 2 * channels[0]
+    height, width = (height - ASDKIT_POOL) // 2 + 1, (width - ASDKIT_POOL) // 2 + 1
+    previous = channels[0]
+    for stage, out in enumerate(channels):
+        if stage:
+            height, width = -(-height // 2), -(-width // 2)
+        shortcut = previous * out if stage or previous != out else 0
+        forward += 2.0 * height * width * (9 * previous * out + 9 * out * out + shortcut) + se(out)
+        forward += 2.0 * height * width * 18 * out * out + se(out)
+        previous = out
+    flattened = previous * (width if pooling_of(section) == "frequency" else 1)
+    return forward + 2.0 * flattened * int(section.embedding_dim)
+
+
+def asdkit_spectrum_flops(section, samples: int = CLIP_SAMPLES) -> float:
+    """Forward FLOPs of the asdkit spectrum branch (:class:`ASDKitSpectrumEmbedder`) on one clip."""
+    length, dim, c_in, forward = (samples // 2 + 1) // int(section.spectrum_pool), int(section.embedding_dim), 1, 0.0
+    for kernel, stride in ((int(section.spectrum_kernel), int(section.spectrum_stride)), *ASDKIT_SPECTRUM_CONVS):
+        length = length // stride - kernel // stride + 1
+        forward += 2.0 * length * kernel * c_in * dim + _squeeze_excite_flops(section, dim)
+        c_in = dim
+    flattened = dim * (length if pooling_of(section) == "frequency" else 1)
+    return forward + 2.0 * flattened * dim + 2.0 * (1 + SPECTRUM_HIDDEN_LAYERS) * dim * dim
+
+
 def spectrum_flops(section, samples: int = CLIP_SAMPLES) -> float:
     """Forward FLOPs of the spectrum branch on one clip of ``samples`` samples (10 s at 16 kHz by default)."""
+    if section.get("body", "compact") == "asdkit":
+        return asdkit_spectrum_flops(section, samples)
     bins = (samples // 2 + 1) // int(section.spectrum_pool)
     kernel, stride, channels = int(section.spectrum_kernel), int(section.spectrum_stride), \
         list(_widths(section.spectrum_channels))

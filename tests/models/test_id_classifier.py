@@ -307,3 +307,145 @@ def test_squeeze_excite_sits_in_every_residual_block_of_both_branches_and_trains
     assert np.isfinite(gate).all() and np.abs(gate).max() > 0
     plain = module.clone(squeeze_excite=False).init(jax.random.PRNGKey(0), windows, train=False, spectra=spectra)
     assert "SqueezeExcite_0" not in plain["params"]["ConvEmbedder_0"]["ResidualBlock_0"]
+
+
+@pytest.mark.parametrize("kernel_size,stride,height,width", [(7, 2, 15, 12), (3, 1, 5, 4), (3, 2, 3, 8)])
+def test_patch_conv_valid_padding_equals_xla_and_its_gradients(kernel_size, stride, height, width):
+    x = jax.random.normal(jax.random.PRNGKey(0), (2, height, width, 3))
+    kernel = jax.random.normal(jax.random.PRNGKey(1), (kernel_size, kernel_size, 3, 4))
+    xla = lambda xx, kk: jax.lax.conv_general_dilated(xx, kk, (stride, stride), "VALID",
+                                                      dimension_numbers=("NHWC", "HWIO", "NHWC"))
+    got = m.patch_conv(x, kernel, stride, "VALID")
+    assert got.shape == (2, (height - kernel_size) // stride + 1, (width - kernel_size) // stride + 1, 4)
+    np.testing.assert_allclose(got, xla(x, kernel), rtol=1e-5, atol=1e-5)
+    loss = lambda conv: lambda xx, kk: jnp.sum(jnp.sin(conv(xx, kk)))
+    for ours, theirs in zip(jax.grad(loss(lambda xx, kk: m.patch_conv(xx, kk, stride, "VALID")), (0, 1))(x, kernel),
+                            jax.grad(loss(xla), (0, 1))(x, kernel)):
+        np.testing.assert_allclose(ours, theirs, rtol=1e-4, atol=1e-4)
+    with pytest.raises(ValueError, match="does not fit"):
+        m.patch_conv(x[:, :2], kernel, stride, "VALID")
+
+
+@pytest.mark.parametrize("padding,height,width", [("SAME", 9, 6), ("VALID", 9, 6), ("SAME", 4, 5), ("VALID", 3, 7)])
+def test_max_pool_equals_flax_max_pool_and_its_gradient(padding, height, width):
+    from flax import linen as nn
+
+    x = jax.random.normal(jax.random.PRNGKey(4), (2, height, width, 3))
+    theirs = lambda xx: nn.max_pool(xx, (3, 3), (2, 2), padding)
+    np.testing.assert_allclose(m.max_pool(x, 3, 2, padding), theirs(x))
+    loss = lambda pool: lambda xx: jnp.sum(jnp.sin(pool(xx)))
+    np.testing.assert_allclose(jax.grad(loss(lambda xx: m.max_pool(xx, 3, 2, padding)))(x),
+                               jax.grad(loss(theirs))(x), rtol=1e-5, atol=1e-6)
+
+
+def _matmul_flops(module, variables, inputs: dict, batch: int) -> float:
+    """Forward matmul FLOPs per example counted from the model itself: every Conv / Dense module's output elements
+    times its kernel's fan-in, twice (multiply and add), read from the captured intermediates."""
+    _, state = module.apply(variables, **inputs, capture_intermediates=True, mutable=["intermediates"])
+    total = 0.0
+
+    def walk(params, captured):
+        nonlocal total
+        for name, value in params.items():
+            if name == "kernel" and "__call__" in captured:
+                out = captured["__call__"][0]
+                total += 2.0 * out.size / batch * value.size / value.shape[-1]
+            elif isinstance(value, dict):
+                walk(value, captured.get(name, {}))
+
+    walk(variables["params"], state["intermediates"])
+    return total
+
+
+@pytest.mark.parametrize("body,squeeze_excite,pooling", [("asdkit", True, "frequency"), ("asdkit", False, "mean"),
+                                                          ("compact", True, "frequency")])
+def test_spectrogram_branch_flops_count_equals_the_models_own_matmuls(body, squeeze_excite, pooling):
+    import ml_collections
+
+    section = ml_collections.ConfigDict(dict(frames=40, channels="4,8,16", stem_stride=2, embedding_dim=6,
+                                             pooling=pooling, squeeze_excite=squeeze_excite, body=body))
+    embedder = (m.ASDKitConvEmbedder((4, 8, 16), 6, pooling=pooling, squeeze_excite=squeeze_excite)
+                if body == "asdkit" else m.ConvEmbedder((4, 8, 16), 6, 2, pooling=pooling,
+                                                        squeeze_excite=squeeze_excite))
+    frames = jax.random.normal(jax.random.PRNGKey(0), (2, 40, 24))
+    variables = embedder.init(jax.random.PRNGKey(1), frames, train=False)
+    counted = _matmul_flops(embedder, variables, {"frames": frames, "train": False}, batch=2)
+    assert m.spectrogram_flops(section, 24) == pytest.approx(counted)
+
+
+def test_asdkit_spectrum_branch_flops_and_shapes_by_hand():
+    """Three VALID strided convolutions of embedding_dim channels: 8000 bins -(kernel 32, stride 8)-> 997
+    -(64, 32)-> 30 -(16, 4)-> 4 positions; the FLOPs of those matmuls and the dense layers, counted by hand."""
+    import ml_collections
+
+    dim, bins = 8, 8000
+    section = ml_collections.ConfigDict(dict(embedding_dim=dim, spectrum_kernel=32, spectrum_stride=8,
+                                             spectrum_pool=1, pooling="frequency", squeeze_excite=False,
+                                             body="asdkit"))
+    embedder = m.ASDKitSpectrumEmbedder(dim, 32, 8)
+    spectra = jax.random.normal(jax.random.PRNGKey(0), (2, bins))
+    variables = embedder.init(jax.random.PRNGKey(1), spectra, train=False)
+    params = variables["params"]
+    assert [params[f"kernel_{i}"].shape for i in range(3)] == [(32, 1, dim), (64, dim, dim), (16, dim, dim)]
+    assert params["Dense_0"]["kernel"].shape == (4 * dim, dim)
+    by_hand = 2.0 * (997 * 32 * 1 * dim + 30 * 64 * dim * dim + 4 * 16 * dim * dim) \
+        + 2.0 * 4 * dim * dim + 2.0 * (1 + m.SPECTRUM_HIDDEN_LAYERS) * dim * dim
+    assert m.asdkit_spectrum_flops(section, samples=2 * (bins - 1) + 1) == pytest.approx(by_hand)
+    assert embedder.apply(variables, spectra, train=False).shape == (2, dim)
+    # 4000 bins leave 497 -> 14 positions, fewer than the last kernel: the error names the settings to change
+    with pytest.raises(ValueError, match="4000 bins.*spectrum_pool"):
+        embedder.init(jax.random.PRNGKey(1), spectra[:, :4000], train=False)
+
+
+@pytest.mark.parametrize("frontend", ["dual", "spectrogram", "spectrum"])
+def test_asdkit_body_layers_shapes_and_every_branch_gets_gradients(frontend):
+    """ASDKit's networks: a 7x7 stem, two pre-activation blocks per stage, affine-free normalisation throughout;
+    the loss reaches both branches' first layers; the im2col and XLA convolutions give the same embeddings."""
+    module = m.ClassifierModule(num_classes=3, channels=(4, 8), embedding_dim=6, subclusters=2, frontend=frontend,
+                                spectrum_kernel=32, spectrum_stride=8, squeeze_excite=True, body="asdkit",
+                                patches=True, head=m.Head("adacos", 0.5, 30.0, 2, (0, 1, 2)))
+    windows = jax.random.normal(jax.random.PRNGKey(1), (6, 40, 24))
+    spectra = jax.random.normal(jax.random.PRNGKey(2), (6, 8000))
+    variables = module.init(jax.random.PRNGKey(0), windows, train=False, spectra=spectra)
+    params = variables["params"]
+    embeddings, cosines = module.apply(variables, windows, train=False, spectra=spectra)
+    assert embeddings.shape == (6, 12 if frontend == "dual" else 6) and cosines.shape == (6, 6)
+    if frontend != "spectrum":
+        branch = params["ASDKitConvEmbedder_0"]
+        assert branch["Conv_0"]["kernel"].shape == (7, 7, 1, 4)
+        assert sorted(k for k in branch if k.startswith("PreActivationBlock")) == [
+            f"PreActivationBlock_{i}" for i in range(4)]
+        assert "Conv_2" in branch["PreActivationBlock_2"] and "Conv_2" not in branch["PreActivationBlock_3"]
+        assert all("SqueezeExcite_0" in branch[f"PreActivationBlock_{i}"] for i in range(4))
+        norms = [v for k, v in variables["batch_stats"]["ASDKitConvEmbedder_0"].items() if k.startswith("Batch")]
+        assert norms and not any(k.startswith("BatchNorm") for k in branch)  # affine-free: no scale or bias
+        xla = module.clone(patches=False).apply(variables, windows, train=False, spectra=spectra)[0]
+        np.testing.assert_allclose(xla, embeddings, rtol=1e-4, atol=1e-4)
+    batch = {"windows": windows, "spectra": spectra, "labels": jnp.asarray([0, 1, 2, 0, 1, 2]),
+             "key": jax.random.PRNGKey(3)}
+    grads = jax.grad(lambda p: jnp.mean(m.classifier_errors(module, {**variables, "params": p}, batch, True)[0]))(
+        params)
+    firsts = {"ASDKitConvEmbedder_0": ("Conv_0", "kernel"), "ASDKitSpectrumEmbedder_0": ("kernel_0",)}
+    assert set(grads) == {"centres", *(b for b in firsts if (b == "ASDKitConvEmbedder_0") == (frontend != "spectrum")
+                                       or frontend == "dual")}
+    for branch in set(grads) - {"centres"}:
+        leaf = grads[branch]
+        for key in firsts[branch]:
+            leaf = leaf[key]
+        assert np.isfinite(np.asarray(leaf)).all() and np.abs(np.asarray(leaf)).max() > 0
+
+
+def test_asdkit_body_refuses_the_settings_it_does_not_read():
+    import ml_collections
+
+    from asd_jax.methods import registry
+
+    section = registry.get("id_classifier").default_config()
+    section.body = "asdkit"
+    m.check_section(section)
+    for key, value, match in (("stem_stride", 1, "stem_stride=1"), ("spectrum_channels", "8,16", "spectrum_channels"),
+                              ("body", "resnet", "body='resnet'")):
+        bad = ml_collections.ConfigDict(section.to_dict())
+        bad[key] = value
+        with pytest.raises(ValueError, match=match):
+            m.check_section(bad)
