@@ -11,6 +11,7 @@ retraining), and the candidate with the best official score over all types of th
 
     python experiments/select_id_classifier.py --dev_world runs/world_dev --workdir runs/select_id_classifier
     python experiments/select_id_classifier.py --smoke ...   # tiny world, 1 epoch: checks the script runs
+    python experiments/select_id_classifier.py --flags asdkit_body   # one candidate's launch.py flags
 """
 
 from __future__ import annotations
@@ -65,6 +66,14 @@ def candidates(num_points: int, seed: int) -> list[tuple[str, dict]]:
     for index, point in enumerate(experiment.quasi_random(num_points, seed, CONTINUOUS)):
         chosen.append((f"reference_q{index}", point))
     return chosen
+
+
+def flags(name: str) -> str:
+    """A discrete candidate's overrides as ``launch.py`` flags (``--config.<path>=<value>``), for scripts that run
+    it elsewhere (``experiments/world_id_classifier_ablations.sh``)."""
+    if name not in DISCRETE:
+        raise SystemExit(f"no candidate {name!r}; the discrete candidates: {', '.join(DISCRETE)}")
+    return " ".join(f"--config.{path}={value}" for path, value in DISCRETE[name].items())
 
 
 def run_candidate(base, name: str, overrides: dict, world: str, workdir: str) -> dict:
@@ -139,15 +148,21 @@ def rescore_backends(base, overrides: dict, world: str, workdir: str, names: lis
 
 def main(argv=None) -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--dev_world", required=True, help="the development world's folder (generated if absent)")
+    parser.add_argument("--dev_world", help="the development world's folder (generated if absent)")
     parser.add_argument("--dev_seed", type=int, default=1, help="the development world's seed (not 0: the "
                         "reported world's)")
-    parser.add_argument("--workdir", required=True)
+    parser.add_argument("--workdir")
     parser.add_argument("--points", type=int, default=4, help="quasi-random points of the continuous values")
     parser.add_argument("--backends", default=",".join(BACKENDS), help="backends tried on the reference recipe")
     parser.add_argument("--only", default="", help="comma list of candidate names to run (default: all)")
     parser.add_argument("--smoke", action="store_true", help="a tiny world and 1 epoch: checks the script runs")
+    parser.add_argument("--flags", metavar="NAME", help="print the discrete candidate NAME's launch.py flags and stop")
     args = parser.parse_args(argv)
+    if args.flags:
+        print(flags(args.flags))
+        return
+    if not (args.dev_world and args.workdir):
+        parser.error("--dev_world and --workdir are required (or --flags NAME)")
     if args.dev_seed == 0:
         parser.error("--dev_seed 0 is the world the figures are reported on: select on another seed")
     world_config = synthetic_world.WorldConfig(seed=args.dev_seed)
