@@ -27,6 +27,7 @@ sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), ".."
 from asd_jax import config as config_lib  # noqa: E402
 from asd_jax import experiment, pipeline  # noqa: E402
 from asd_jax.data import synthetic_world  # noqa: E402
+from asd_jax.rundir import RunDir  # noqa: E402
 
 # the recipe's discrete choices: the reference recipe first, then one change at a time (ablations)
 DISCRETE = {
@@ -106,7 +107,6 @@ def rescore_backends(base, overrides: dict, world: str, workdir: str, names: lis
     from asd_jax.data import loading
     from asd_jax.evaluate.results import jsonable, run_results
     from asd_jax.methods import registry
-    from asd_jax.rundir import RunDir
 
     config = _configured(base, overrides, world, workdir)
     types = loading.machine_types(config)
@@ -176,8 +176,8 @@ def main(argv=None) -> None:
         with base.unlocked():
             base.val_fraction, base.id_classifier.train.epochs = 0.25, 1
             base.features.n_mels, base.features.duration_s = 32, 1.0
-            # long enough for the asdkit body's 7x7 stem and max pool, and its spectrum convolutions on 1-s clips
-            base.id_classifier.frames, base.id_classifier.score_hop = 16, 8
+            # the whole 1-s clip (32 frames, resolved from the data as the default's 313) and spectrum convolutions
+            # that fit its 8001 bins in the asdkit body too
             base.id_classifier.spectrum_kernel, base.id_classifier.spectrum_stride = 32, 8
     if not os.path.exists(os.path.join(args.dev_world, "synthetic.json")):
         synthetic_world.generate_world(args.dev_world, world_config, progress=True)
@@ -200,14 +200,15 @@ def main(argv=None) -> None:
                        "selected": best["name"], "candidates": list(done.values())}, handle, indent=2)
 
     for name, overrides in chosen:
-        if name in done:
-            continue
-        print(f"\n=== candidate {name}: {overrides or 'the reference recipe'} ===", flush=True)
-        done[name] = run_candidate(base, name, overrides, args.dev_world, args.workdir)
-        save()
-        if name == "reference":  # the backends need no training: the reference run's embeddings, refitted
-            others = [b for b in args.backends.split(",") if b and b != base.id_classifier.backend]
-            for row in rescore_backends(base, overrides, args.dev_world, done[name]["workdir"], others):
+        if name not in done:
+            print(f"\n=== candidate {name}: {overrides or 'the reference recipe'} ===", flush=True)
+            done[name] = run_candidate(base, name, overrides, args.dev_world, args.workdir)
+            save()
+        others = [b for b in args.backends.split(",")
+                  if b and b != base.id_classifier.backend and f"backend_{b}" not in done]
+        if name == "reference" and others:  # the backends need no training: the reference run's embeddings, refitted
+            trained = RunDir(done[name]["workdir"]).load_config()  # as the run resolved it (clip length, frames)
+            for row in rescore_backends(trained, {}, args.dev_world, done[name]["workdir"], others):
                 done[row["name"]] = row
             save()
     print(f"\nselected: {max(done.values(), key=lambda row: row['official_score'])['name']} (see {path})")
