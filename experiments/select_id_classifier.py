@@ -43,18 +43,18 @@ DISCRETE = {
                       "id_classifier.spectrum_pool": 1, "id_classifier.train.optimizer": "adamw",
                       "id_classifier.train.weight_decay": 0.01, "features.scale": "linear", "features.fmin": 200.0,
                       "features.fmax": 8000.0},
-    "single_branch_spectrogram": {"id_classifier.frontend": "spectrogram"},
-    "spectrum_only": {"id_classifier.frontend": "spectrum"},
-    "per_type_models": {"id_classifier.types": "separate"},
-    "fixed_centres": {"id_classifier.centres": "fixed"},
-    "arcface": {"id_classifier.loss": "arcface", "id_classifier.subclusters": 1},
-    "adaproj": {"id_classifier.loss": "adaproj"},
-    "mean_pooling": {"id_classifier.pooling": "mean"},
-    "no_mixup": {"id_classifier.mixup_alpha": 0.0},
     "squeeze_excite": {"id_classifier.squeeze_excite": True},  # ASDKit's SEBlock in every residual block
+    "arcface": {"id_classifier.loss": "arcface", "id_classifier.subclusters": 1},
+    "spectrum_only": {"id_classifier.frontend": "spectrum"},
+    "single_branch_spectrogram": {"id_classifier.frontend": "spectrogram"},
+    "no_mixup": {"id_classifier.mixup_alpha": 0.0},
+    "mean_pooling": {"id_classifier.pooling": "mean"},
     # the spectrogram branch over 64-frame windows (2 s), eight per clip and epoch (about the compute of the
     # default's two whole clips), the clip's embedding the mean of its windows' (the default until 2026-12-04)
     "windows_64": {"id_classifier.frames": 64, "id_classifier.train.windows_per_clip": 8},
+    "per_type_models": {"id_classifier.types": "separate"},
+    "fixed_centres": {"id_classifier.centres": "fixed"},
+    "adaproj": {"id_classifier.loss": "adaproj"},
 }
 BACKENDS = ("knn", "knn_domain", "kmeans", "smote", "knn_rescale")
 CONTINUOUS = {"id_classifier.train.learning_rate": (3e-4, 3e-3, "log"), "id_classifier.mixup_alpha": (0.05, 1.0, "log")}
