@@ -11,7 +11,7 @@ retraining), and the candidate with the best official score over all types of th
 
     python experiments/select_id_classifier.py --dev_world runs/world_dev --workdir runs/select_id_classifier
     python experiments/select_id_classifier.py --smoke ...   # tiny world, 1 epoch: checks the script runs
-    python experiments/select_id_classifier.py --flags asdkit_body   # one candidate's launch.py flags
+    python experiments/select_id_classifier.py --flags compact_body   # one candidate's launch.py flags
 """
 
 from __future__ import annotations
@@ -32,18 +32,16 @@ from asd_jax.rundir import RunDir  # noqa: E402
 # the recipe's discrete choices: the reference recipe first, then one change at a time (ablations)
 DISCRETE = {
     "reference": {},
-    # ASDKit's networks (asd_jax.models.id_classifier.BODIES): 7x7 stem + max pool and two pre-activation blocks per
-    # stage, three wide strided convolutions over every FFT bin, squeeze-excitation in both branches
-    "asdkit_body": {"id_classifier.body": "asdkit", "id_classifier.squeeze_excite": True,
-                    "id_classifier.spectrum_pool": 1},
+    # the compact networks (a 3x3 stem and one residual block per stage; 1-D residual blocks over the spectrum
+    # pooled by 2), no squeeze-excitation: the default until 2026-12-04, when ASDKit's networks were selected
+    "compact_body": {"id_classifier.body": "compact", "id_classifier.squeeze_excite": False,
+                     "id_classifier.spectrum_pool": 2},
     # ASDKit's optimiser: AdamW, torch's default decay 0.01
     "adamw": {"id_classifier.train.optimizer": "adamw", "id_classifier.train.weight_decay": 0.01},
-    # both, and ASDKit's input: linear-frequency STFT bins of 200-8000 Hz (log amplitude here, ASDKit's is linear)
-    "asdkit_recipe": {"id_classifier.body": "asdkit", "id_classifier.squeeze_excite": True,
-                      "id_classifier.spectrum_pool": 1, "id_classifier.train.optimizer": "adamw",
-                      "id_classifier.train.weight_decay": 0.01, "features.scale": "linear", "features.fmin": 200.0,
-                      "features.fmax": 8000.0},
-    "squeeze_excite": {"id_classifier.squeeze_excite": True},  # ASDKit's SEBlock in every residual block
+    # AdamW and ASDKit's input: linear-frequency STFT bins of 200-8000 Hz (in dB here, ASDKit's in linear amplitude)
+    "asdkit_recipe": {"id_classifier.train.optimizer": "adamw", "id_classifier.train.weight_decay": 0.01,
+                      "features.scale": "linear", "features.fmin": 200.0, "features.fmax": 8000.0},
+    "no_squeeze_excite": {"id_classifier.squeeze_excite": False},
     "arcface": {"id_classifier.loss": "arcface", "id_classifier.subclusters": 1},
     "spectrum_only": {"id_classifier.frontend": "spectrum"},
     "single_branch_spectrogram": {"id_classifier.frontend": "spectrogram"},

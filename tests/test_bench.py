@@ -26,6 +26,8 @@ def _tiny_config(tmp_path):
     config.gru_ae.hidden_size, config.gru_ae.num_layers, config.gru_ae.frames = 8, 1, 4
     config.dense_ae.hidden_size, config.dense_ae.bottleneck, config.dense_ae.frames = 8, 2, 2
     config.id_classifier.frames, config.id_classifier.channels, config.id_classifier.embedding_dim = 8, "4,8", 8
+    # the asdkit body's 7x7 stem needs more than these 8 mel bins
+    config.id_classifier.body, config.id_classifier.spectrum_pool = "compact", 2
     for method in METHODS:
         config[method].train.batch_size = 4
         config[method].train.steps_per_call = 2

@@ -54,15 +54,16 @@ def test_flags_are_the_candidates_overrides_as_launch_flags(select):
 @pytest.mark.slow
 def test_the_smoke_selection_trains_scores_and_rescores_the_backends(select, tmp_path):
     """A tiny world, 1 epoch: the reference recipe (whole clip, resolved from the data), its embeddings refitted
-    with another backend from the run's own saved config, and ASDKit's networks; selection.json lists all three."""
+    with another backend from the run's own saved config, and the compact networks; selection.json lists all
+    three."""
     import json
 
     select.main(["--smoke", "--dev_world", str(tmp_path / "world"), "--workdir", str(tmp_path / "runs"),
-                 "--only", "reference,asdkit_body", "--backends", "knn"])
+                 "--only", "reference,compact_body", "--backends", "knn"])
     with open(tmp_path / "runs" / "selection.json") as handle:
         selection = json.load(handle)
     rows = {row["name"]: row for row in selection["candidates"]}
-    assert set(rows) == {"reference", "backend_knn", "asdkit_body"}
+    assert set(rows) == {"reference", "backend_knn", "compact_body"}
     assert selection["selected"] == max(rows.values(), key=lambda row: row["official_score"])["name"]
     for row in rows.values():
         assert 0.0 <= row["official_score"] <= 1.0 and set(row["per_type"]) == {"fan", "slider", "valve"}

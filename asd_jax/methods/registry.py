@@ -306,12 +306,14 @@ def _classifier_config():  # a machine-id classifier with an angular-margin head
         # frequency: each branch keeps where in frequency its features lie (max over time, flattened, dense), as
         # the reference systems; mean: global average over time and frequency
         pooling="frequency",
-        squeeze_excite=False,  # True: squeeze-excitation in every residual block of both branches, as ASDKit
-        # compact: one residual block per stage after a 3x3 stem, 1-D residual blocks over the spectrum; asdkit: the
-        # networks of ASDKit's recipes (7x7 stem + max pool, two pre-activation blocks per stage; three wide strided
-        # 1-D convolutions over the spectrum): asd_jax.models.id_classifier.BODIES
-        body="compact",
-        spectrum_pool=2, spectrum_kernel=256, spectrum_stride=64, spectrum_channels="16,32,64,128",
+        squeeze_excite=True,  # squeeze-excitation in every residual block (and spectrum convolution), as ASDKit
+        # asdkit (selected on the development world, experiments/select_id_classifier.py): the networks of ASDKit's
+        # recipes (7x7 stem + max pool, two pre-activation blocks per stage; three wide strided 1-D convolutions over
+        # the spectrum); compact: one residual block per stage after a 3x3 stem, 1-D residual blocks over the
+        # spectrum (spectrum_channels, read by it only): asd_jax.models.id_classifier.BODIES
+        body="asdkit",
+        # spectrum_pool: FFT bins averaged per input bin (1: every bin, as ASDKit)
+        spectrum_pool=1, spectrum_kernel=256, spectrum_stride=64, spectrum_channels="16,32,64,128",
         conv="auto",  # auto: convolutions as im2col matmuls on a CPU (much faster there), XLA's elsewhere
         # adacos with subclusters > 1: sub-cluster AdaCos; arcface: ArcFace's margin m and scale s; adaproj: AdaProj
         # (subclusters: each class's subspace dimension); adacos and adaproj set s themselves
@@ -344,8 +346,9 @@ register(Method(
     joint_types=lambda section: section.types == "joint",
     resolve=_whole_clip_frames,
     supplemental=("machine", "noise"),  # 2025: clean clips as normal data, noise-only clips mixed in
-    test_settings={"frames": 8, "score_hop": 4, "channels": "4,8", "embedding_dim": 8, "subclusters": 2,
-                   "spectrum_channels": "4,8", "spectrum_kernel": 64, "spectrum_stride": 32, "spectrum_pool": 8}))
+    # 16 frames and 32-bin spectrum kernels: the smallest the asdkit body's stem and spectrum convolutions fit
+    test_settings={"frames": 16, "score_hop": 8, "channels": "4,8", "embedding_dim": 8, "subclusters": 2,
+                   "spectrum_kernel": 32, "spectrum_stride": 8}))
 
 
 def _knn_config():  # clip vectors -> (StandardScaler) -> per-unit cosine kNN
