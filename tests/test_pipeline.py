@@ -452,8 +452,8 @@ def test_asdkits_networks_train_one_model_over_every_real_2023_type(realdata, tm
     config = tiny_config("id_classifier", root, workdir, str(tmp_path / "cache"), epochs=1)
     config.machine_type = "all"
     section = config.id_classifier
-    assert (section.body, section.squeeze_excite, section.spectrum_pool) == ("asdkit", True, 1)  # the defaults
-    section.frames = 0  # the whole clip, as the default (the tests' settings read 16-frame windows)
+    assert (section.body, section.spectrum_pool) == ("asdkit", 1)  # the defaults
+    section.frames, section.squeeze_excite = 0, True  # the whole clip and SE, as the default (not the test settings)
     summary = pipeline.train_and_evaluate(config)
     types = ["ToyCar", "ToyTrain", "bearing", "fan", "gearbox", "slider", "valve"]
     assert summary["joint"] and sorted(summary["machine_types"]) == sorted(types)

@@ -346,9 +346,11 @@ register(Method(
     joint_types=lambda section: section.types == "joint",
     resolve=_whole_clip_frames,
     supplemental=("machine", "noise"),  # 2025: clean clips as normal data, noise-only clips mixed in
-    # 16 frames and 32-bin spectrum kernels: the smallest the asdkit body's stem and spectrum convolutions fit
+    # 16 frames and 32-bin spectrum kernels: the smallest the asdkit body's stem and spectrum convolutions fit; no
+    # squeeze-excitation: at these widths its gate has one hidden unit, which a ReLU can silence for a whole batch
+    # (it is tested on its own in tests/models/test_id_classifier.py)
     test_settings={"frames": 16, "score_hop": 8, "channels": "4,8", "embedding_dim": 8, "subclusters": 2,
-                   "spectrum_kernel": 32, "spectrum_stride": 8}))
+                   "spectrum_kernel": 32, "spectrum_stride": 8, "squeeze_excite": False}))
 
 
 def _knn_config():  # clip vectors -> (StandardScaler) -> per-unit cosine kNN
