@@ -14,7 +14,8 @@ from asd_jax.progress import bar as progress_bar
 from asd_jax.rundir import RunDir
 from asd_jax.train import optim
 from asd_jax.train.checkpoints import Checkpoints
-from asd_jax.train.ensemble import Member, MemberState, WindowModel, clip_inputs, init_states, member_variables
+from asd_jax.train.ensemble import (Member, MemberState, WindowModel, abstract_states, clip_inputs,
+                                   member_variables)
 
 
 def make_score_fn(model: WindowModel, hop: int, num_frames: int):
@@ -74,7 +75,7 @@ def restore_states(run: RunDir, model: WindowModel, members: Sequence[Member], m
         raise FileNotFoundError(f"no checkpoint in {run.checkpoints_dir}: train a run there first "
                                 f"(python launch.py --method={model.name} --workdir={run})")
     with Checkpoints(run.checkpoints_dir, read_only=True) as checkpoints:
-        step, states = checkpoints.restore_latest(init_states(model, members, mels, optimizer))
+        step, states = checkpoints.restore_latest(abstract_states(model, members, mels, optimizer))
     if step is None:
         raise FileNotFoundError(f"no finished checkpoint in {run.checkpoints_dir}: finish the run first "
                                 f"(run the same command again, it resumes)")

@@ -144,7 +144,8 @@ class Checkpoints:
     def restore_latest(self, like: Any) -> tuple[int | None, Any]:
         """(step, state) of the newest checkpoint that restores and verifies; (None, None) when there is none.
 
-        ``like`` is a pytree of arrays with the expected structure, shapes, dtypes and shardings. Each newer step
+        ``like`` is a pytree of arrays (or of ``jax.ShapeDtypeStruct``: nothing need be computed for a target whose
+        every value the restore replaces) with the expected structure, shapes, dtypes and shardings. Each newer step
         that fails is skipped with one warning line naming its folder and the reason, and moved aside once an older
         one restores. Raises :class:`CheckpointMismatchError` when the newest intact step was saved with other
         shapes or dtypes, and :class:`CheckpointError` when steps exist but none restores.

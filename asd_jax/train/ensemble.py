@@ -99,9 +99,9 @@ class Member:
         return dict(self.hparams)
 
 
-def init_states(model: WindowModel, members: Sequence[Member], mels: int,
-                optimizer: optim.Optimizer = optim.Optimizer()) -> MemberState:
-    """Stacked initial states, member axis first."""
+def _init_program(model: WindowModel, members: Sequence[Member], mels: int, optimizer: optim.Optimizer):
+    """(the vmapped initialiser, its arguments): one member's state from its seed and optimiser values, mapped
+    over the members."""
 
     def init_one(seed, hparams):
         init_key, data_key = jax.random.split(jax.random.PRNGKey(seed))
@@ -113,7 +113,24 @@ def init_states(model: WindowModel, members: Sequence[Member], mels: int,
 
     seeds = jnp.asarray([m.seed for m in members], jnp.uint32)
     hparams = {name: jnp.asarray([m.values[name] for m in members], jnp.float32) for name in optim.HYPERPARAMETERS}
-    return jax.jit(jax.vmap(init_one))(seeds, hparams)
+    return jax.vmap(init_one), (seeds, hparams)
+
+
+def init_states(model: WindowModel, members: Sequence[Member], mels: int,
+                optimizer: optim.Optimizer = optim.Optimizer()) -> MemberState:
+    """Stacked initial states, member axis first."""
+    init, args = _init_program(model, members, mels, optimizer)
+    return jax.jit(init)(*args)
+
+
+def abstract_states(model: WindowModel, members: Sequence[Member], mels: int,
+                    optimizer: optim.Optimizer = optim.Optimizer()) -> MemberState:
+    """What :func:`init_states` returns, as shapes and dtypes only (placed as its result is, on the default
+    device), found by tracing without compiling or running it: the target of a checkpoint restore that will
+    overwrite every value anyway. Compiling the initialiser of a large network takes seconds."""
+    init, args = _init_program(model, members, mels, optimizer)
+    device = jax.sharding.SingleDeviceSharding(jax.devices()[0])
+    return jax.tree.map(lambda x: jax.ShapeDtypeStruct(x.shape, x.dtype, sharding=device), jax.eval_shape(init, *args))
 
 
 def clip_inputs(clip_data, index: jax.Array) -> dict:

@@ -255,6 +255,18 @@ def test_resume_from_a_checkpoint_ends_bitwise_equal_to_an_uninterrupted_run(tmp
     assert sorted(os.listdir(os.path.join(workdir, "tensorboard"))) == sorted(m.name for m in members)
 
 
+def test_abstract_states_are_the_initial_states_shapes_dtypes_and_placement():
+    """The restore target for scoring is traced, not compiled: it must describe exactly what init_states returns."""
+    model, members = tiny_model(), [Member(0, 1e-3), Member(1, 3e-3)]
+    optimizer = TrainConfig(epochs=1, batch_size=4, windows_per_clip=1).make_optimizer(NUM_CLIPS)
+    real = ensemble.init_states(model, members, MELS, optimizer)
+    abstract = ensemble.abstract_states(model, members, MELS, optimizer)
+    assert jax.tree.structure(abstract) == jax.tree.structure(real)
+    for got, want in zip(jax.tree.leaves(abstract), jax.tree.leaves(real)):
+        assert isinstance(got, jax.ShapeDtypeStruct)
+        assert (got.shape, got.dtype, got.sharding) == (want.shape, want.dtype, want.sharding)
+
+
 def test_restore_states_without_a_checkpoint_names_the_folder(tmp_path):
     with pytest.raises(FileNotFoundError, match="no checkpoint"):
         inference.restore_states(RunDir(str(tmp_path)), tiny_model(), [Member(0, 1e-3)], MELS)
