@@ -97,7 +97,7 @@ def test_executed_flops_of_the_default_step_are_close_to_the_model_count(method)
     entry.resolve_config(config)  # the classifier's whole-clip frames=0 -> 313 for the default 10-s clips
     model = entry.window_model(config)
     train = config[method].train
-    states = jax.eval_shape(lambda: ensemble.init_states(model, [ensemble.Member.create(0)], 128))
+    states = ensemble.abstract_states(model, [ensemble.Member.create(0)], 128)
     features = jax.ShapeDtypeStruct((4, 313, 128), jnp.float32)
     train_fn = ensemble.make_train_fn(model, train.batch_size, 1)
     labels = jax.eval_shape(lambda: entry.stand_in_clip_data(config, 4))  # the classifier's labels and spectra

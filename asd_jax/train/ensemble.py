@@ -125,12 +125,13 @@ def init_states(model: WindowModel, members: Sequence[Member], mels: int,
 
 def abstract_states(model: WindowModel, members: Sequence[Member], mels: int,
                     optimizer: optim.Optimizer = optim.Optimizer()) -> MemberState:
-    """What :func:`init_states` returns, as shapes and dtypes only (placed as its result is, on the default
-    device), found by tracing without compiling or running it: the target of a checkpoint restore that will
-    overwrite every value anyway. Compiling the initialiser of a large network takes seconds."""
+    """What :func:`init_states` returns, as shapes and dtypes only (placed as its result is: where its arguments
+    lie, the default device), found by tracing without compiling or running it: the target of a checkpoint restore
+    that will overwrite every value anyway. Compiling the initialiser of a large network takes seconds."""
     init, args = _init_program(model, members, mels, optimizer)
-    device = jax.sharding.SingleDeviceSharding(jax.devices()[0])
-    return jax.tree.map(lambda x: jax.ShapeDtypeStruct(x.shape, x.dtype, sharding=device), jax.eval_shape(init, *args))
+    placement = args[0].sharding
+    return jax.tree.map(lambda x: jax.ShapeDtypeStruct(x.shape, x.dtype, sharding=placement),
+                        jax.eval_shape(init, *args))
 
 
 def clip_inputs(clip_data, index: jax.Array) -> dict:
