@@ -19,46 +19,41 @@ from asd_jax.evaluate.tables import markdown_table, mean_pm
 FIGURES = ("auc_source", "auc_target", "pauc")
 
 
-def member_scores(run_dir: str) -> tuple[list[str], dict[str, list[float]], list[float]]:
-    """(types, per type each member's official score, each member's official score over all types)."""
+def member_scores(run_dir: str) -> tuple[list[str], dict[str, list[float]], list[float], list]:
+    """(types, per type each member's official score, each member's official score over all types, the members'
+    seeds: their names where a results.json predates the seed field)."""
     with open(os.path.join(run_dir, "summary.json")) as handle:
         types = json.load(handle)["machine_types"]
-    per_type, flat = {}, None
+    per_type, flat, seeds = {}, None, None
     for machine_type in types:
         with open(os.path.join(run_dir, machine_type, "results.json")) as handle:
             members = [m for m in json.load(handle)["members"] if not m.get("diverged")]
         per_type[machine_type] = [m["official"]["official_score"] for m in members]
         figures = [[s[key] for s in m["official"]["per_section"].values() for key in FIGURES] for m in members]
         flat = figures if flat is None else [a + b for a, b in zip(flat, figures)]
-    return types, per_type, [float(hmean(f)) for f in flat]
+        seeds = seeds or [m.get("seed", m["name"]) for m in members]
+    return types, per_type, [float(hmean(f)) for f in flat], seeds
 
 
 def pooled_scores(spec: str) -> tuple[str, list[str], dict[str, list[float]], list[float], list[str]]:
     """(row name, types, per type each member's score, each member's overall score, the directories) of a RUN."""
-    name, _, dirs = spec.rpartition("=") if "=" in spec else ("", "", spec)
+    name, _, dirs = spec.rpartition("=")
     run_dirs = dirs.split("+")
     name = name or os.path.basename(os.path.normpath(run_dirs[0]))
     types, per_type, overall, seeds = None, {}, [], []
     for run_dir in run_dirs:
-        run_types, run_per_type, run_overall = member_scores(run_dir)
+        run_types, run_per_type, run_overall, run_seeds = member_scores(run_dir)
         if types is not None and run_types != types:
             raise ValueError(f"{run_dir} holds the machine types {run_types}, {run_dirs[0]} holds {types}: "
                              "pool only runs over the same types")
         types = run_types
-        seeds += member_seeds(run_dir, run_types[0])
+        seeds += run_seeds
         for machine_type, values in run_per_type.items():
             per_type.setdefault(machine_type, []).extend(values)
         overall += run_overall
     if len(set(seeds)) != len(seeds):
         raise ValueError(f"{spec}: the runs repeat a seed ({sorted(seeds)}); pool runs of different seeds")
     return name, types, per_type, overall, run_dirs
-
-
-def member_seeds(run_dir: str, machine_type: str) -> list:
-    """The seeds of a run's healthy members (their names where a results.json predates the seed field)."""
-    with open(os.path.join(run_dir, machine_type, "results.json")) as handle:
-        members = [m for m in json.load(handle)["members"] if not m.get("diverged")]
-    return [m.get("seed", m["name"]) for m in members]
 
 
 def main(argv: list[str]) -> None:
